@@ -1,0 +1,42 @@
+# MicroClaw developer and user entry points. The README's two commands are `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+
+.PHONY: run test install lint bench smoke clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit("MicroClaw needs Python 3.11 or newer" if sys.version_info < (3, 11) else 0)'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+install: $(STAMP)
+
+## Install, then run the host with all its workers on the embedded SQLite broker (Ctrl-C stops).
+run: install
+	@mkdir -p data
+	@echo "Starting MicroClaw. In another terminal: $(BIN)/microclaw chat"
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start
+
+## Install everything the tests need (Python packages, Debian packages, the sandbox test image), run them all.
+test: install
+	bash scripts/install-test-deps.sh
+	$(BIN)/ruff check .
+	$(BIN)/pytest -n 2 --dist loadgroup -p no:cacheprovider
+
+lint: install
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+smoke: install
+	$(BIN)/microclaw-host smoke
+
+bench: install
+	bash scripts/install-test-deps.sh
+	$(BIN)/python bench/pipeline.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
