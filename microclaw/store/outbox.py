@@ -1,0 +1,96 @@
+"""The outbox: replies written before anything is sent, claimed one at a time per chat.
+
+Row life: ``pending`` -> ``sending`` (claimed, attempt counted) -> ``delivered``; or back to
+``pending`` with a later ``next_attempt_at_ms`` after a transient error; or ``failed`` (permanent
+error or attempts exhausted); or ``uncertain`` (a send was interrupted by a crash and the
+platform cannot deduplicate, so it is never re-sent). The idempotency key is unique: adding the
+same reply twice keeps one row.
+
+All functions run inside a transaction the caller opened.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, func, select, text
+
+from microclaw.store.db import now_ms, update_statement
+from microclaw.store.models import OutboxEntry
+
+_T = OutboxEntry.__table__
+
+_ADD = text(
+    "INSERT INTO outbox (idempotency_key, chat_jid, text, run_id, status, attempts, next_attempt_at_ms,"
+    " created_at_ms) VALUES (:key, :chat, :text, :run_id, 'pending', 0, 0, :now)"
+    " ON CONFLICT (idempotency_key) DO NOTHING"
+)
+_COUNT_FOR_RUN = text("SELECT COUNT(*) FROM outbox WHERE run_id = :run_id")
+_HEAD = text(
+    "SELECT id, idempotency_key, chat_jid, text, status, attempts, next_attempt_at_ms FROM outbox"
+    " WHERE chat_jid = :chat AND status IN ('pending', 'sending') ORDER BY id LIMIT 1"
+)
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    idempotency_key: str
+    chat_jid: str
+    text: str
+    status: str
+    attempts: int
+    next_attempt_at_ms: int
+
+
+def add(conn: Connection, *, key: str, chat_jid: str, text: str, run_id: int | None = None) -> bool:
+    """Queue a reply; False when a row with this key already exists (nothing changes)."""
+    params = {"key": key, "chat": chat_jid, "text": text, "run_id": run_id, "now": now_ms()}
+    return bool(conn.execute(_ADD, params).rowcount == 1)
+
+
+def count_for_run(conn: Connection, run_id: int) -> int:
+    """How many replies a run has queued (any status): >0 means output reached the user's queue."""
+    return int(conn.execute(_COUNT_FOR_RUN, {"run_id": run_id}).scalar_one())
+
+
+def head(conn: Connection, chat_jid: str) -> OutboxRow | None:
+    """The oldest reply of the chat that is not finished (pending or sending)."""
+    row = conn.execute(_HEAD, {"chat": chat_jid}).first()
+    return OutboxRow(*row) if row is not None else None
+
+
+def mark(conn: Connection, row_id: int, status: str, **values: object) -> None:
+    """Set a row's status and any other columns."""
+    columns = tuple(sorted({"status", *values}))
+    conn.execute(update_statement("outbox", columns, "id"), {**values, "status": status, "_key": row_id})
+
+
+def chats_with_due(conn: Connection, now: int, *, stale_after_ms: int) -> list[str]:
+    """Chats with a pending reply nobody is delivering: a retry that has come due, or a new
+    reply older than ``stale_after_ms`` (its deliver task was lost)."""
+    rows = conn.execute(
+        select(_T.c.chat_jid)
+        .where(
+            _T.c.status == "pending",
+            _T.c.next_attempt_at_ms <= now,
+            (_T.c.next_attempt_at_ms > 0) | (_T.c.created_at_ms < now - stale_after_ms),
+        )
+        .distinct()
+    )
+    return [r[0] for r in rows]
+
+
+def chats_with_stranded(conn: Connection, claimed_before_ms: int) -> list[str]:
+    """Chats with a reply stuck in ``sending`` since before the given time (its sender died)."""
+    rows = conn.execute(
+        select(_T.c.chat_jid)
+        .where(_T.c.status == "sending", _T.c.claimed_at_ms < claimed_before_ms)
+        .distinct()
+    )
+    return [r[0] for r in rows]
+
+
+def counts(conn: Connection) -> dict[str, int]:
+    """Rows per status (for status reports)."""
+    return {s: int(n) for s, n in conn.execute(select(_T.c.status, func.count()).group_by(_T.c.status))}
