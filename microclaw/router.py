@@ -1,0 +1,590 @@
+"""The router: drain one group's work, in order, under the group's lease.
+
+`process_group()` is what a ``kick(group)`` task runs. It takes the group's lease (or returns
+at once when another run holds it), recovers a run a crashed holder left behind, then loops:
+due scheduled tasks first, then the messages since the group's cursor, until nothing is
+pending; it releases the lease in the same transaction that proves nothing is pending, so a
+message stored a moment later always finds the lease free and publishes a new kick.
+
+A message run follows NanoClaw: the trigger rule is applied to the messages that are new since
+the last look, the newest N messages since the cursor form the prompt, the cursor advances in
+the transaction that records the run (before the agent starts), and on failure rolls back only
+if nothing reached the user, with retries after 5/10/20/40/80 s and then a drop until the next
+message. Replies become outbox rows in the transaction that finishes the run, fenced by the
+lease token, so a stale holder can never add a reply. Scheduled-task runs are never retried.
+
+Does not talk to Celery or platforms: publishing is a callback, the agent is a callable.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from sqlalchemy import Connection, Engine, insert, select, text, update
+
+from microclaw import leases
+from microclaw.agent.loop import AgentRequest, AgentResult
+from microclaw.core.formatting import format_messages, format_outbound, wrap_scheduled_prompt
+from microclaw.core.groups import resolve_group_folder_path
+from microclaw.core.senders import SenderAllowlist, is_trigger_allowed
+from microclaw.core.triggers import group_trigger_pattern, is_trigger_message, needs_trigger
+from microclaw.errors import LeaseLost
+from microclaw.scheduler.schedule import next_run, truncate_result
+from microclaw.scheduler.tick import iso, parse_iso
+from microclaw.store import audit, groups, messages, outbox
+from microclaw.store.db import now_ms, read_tx, write_tx
+from microclaw.store.groups import Group, GroupStateRow
+from microclaw.store.messages import StoredMessage
+from microclaw.store.models import Run, ScheduledTask, TaskQueueEntry, TaskRunLog
+
+logger = logging.getLogger(__name__)
+
+_RUNS = Run.__table__
+_TQ = TaskQueueEntry.__table__
+_TASKS = ScheduledTask.__table__
+_LOGS = TaskRunLog.__table__
+
+_PENDING_TASK = text("SELECT 1 FROM task_queue WHERE chat_jid = :chat AND status = 'pending' LIMIT 1")
+_START_RUN = text(
+    "INSERT INTO runs (chat_jid, kind, task_run_id, lease_token, prev_cursor_seq, prev_seen_seq, to_seq,"
+    " message_count, status, started_at_ms, started_at, worker) VALUES (:chat_jid, :kind, :task_run_id,"
+    " :lease_token, :prev_cursor_seq, :prev_seen_seq, :to_seq, :message_count, 'running', :started_at_ms,"
+    " :started_at, :worker) RETURNING id"
+)
+_FINISH_RUN = text(
+    "UPDATE runs SET status = :status, finished_at = :finished_at, error = :error WHERE id = :id"
+)
+
+# The agent gets the request and an ``on_step`` callback to call before each model step; the
+# callback checks the lease and returns follow-up prompt blocks that join the run.
+AgentFn = Callable[[AgentRequest, Callable[[], list[str]]], AgentResult]
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    assistant_name: str
+    default_trigger: str
+    timezone: str
+    groups_dir: Any  # Path
+    max_messages_per_prompt: int = 10
+    lease_ttl_ms: int = 60_000
+    retry_delays_ms: tuple[int, ...] = (5_000, 10_000, 20_000, 40_000, 80_000)
+
+
+@dataclass
+class RouterDeps:
+    engine: Engine
+    config: RouterConfig
+    agent: AgentFn
+    publish_deliver: Callable[[str], object]
+    worker: str
+    allowlist: Callable[[], SenderAllowlist] | None = None
+    # Shows "typing…" in the chat while a message run works (best effort, never blocks a run).
+    publish_typing: Callable[[str], object] | None = None
+
+
+@dataclass(frozen=True)
+class _MessageWork:
+    run_id: int
+    group: Group
+    batch: list[StoredMessage]  # formatted into the prompt after the transaction commits
+
+
+@dataclass(frozen=True)
+class _TaskWork:
+    run_id: int
+    entry_id: int
+    group: Group | None
+    task: Any  # row of scheduled_tasks
+    error: str | None  # set when the task cannot run (invalid folder, unknown group)
+
+
+DrainOutcome = Literal["busy", "drained", "lost"]
+# Seconds between typing-indicator refreshes while a message run works.
+PULSE_S = 4.0
+Work = _TaskWork | _MessageWork
+
+
+class _LeaseKeeper:
+    """While an agent runs: renews its lease every ``ttl/3`` and, if given, calls ``pulse``
+    every `PULSE_S` (the typing indicator, which platforms drop after ~5 s)."""
+
+    def __init__(
+        self, engine: Engine, name: str, token: int, ttl_ms: int, pulse: Callable[[], object] | None = None
+    ) -> None:
+        self._engine, self._name, self._token, self._ttl = engine, name, token, ttl_ms
+        self._pulse = pulse
+        self._stop = threading.Event()
+        self.lost = False
+        self._thread = threading.Thread(target=self._run, name=f"lease-{name}", daemon=True)
+
+    def __enter__(self) -> _LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        renew_every = self._ttl / 3000
+        wake_every = min(renew_every, PULSE_S) if self._pulse is not None else renew_every
+        last_renewal = time.monotonic()
+        while not self._stop.wait(wake_every):
+            if self._pulse is not None:
+                try:
+                    self._pulse()
+                except Exception:
+                    logger.debug("pulse failed", extra={"lease": self._name}, exc_info=True)
+            if time.monotonic() - last_renewal < renew_every:
+                continue
+            try:
+                with write_tx(self._engine) as conn:
+                    leases.fence(conn, self._name, self._token, ttl_ms=self._ttl, now_ms=now_ms())
+                last_renewal = time.monotonic()
+            except LeaseLost:
+                self.lost = True
+                return
+            except Exception:
+                logger.warning("lease renewal failed; will retry", extra={"lease": self._name}, exc_info=True)
+
+
+def _retry_due(state: GroupStateRow, now: int) -> bool:
+    return state.retry_at_ms is not None and state.retry_at_ms <= now
+
+
+def has_pending(conn: Connection, chat_jid: str, state: GroupStateRow, now: int) -> bool:
+    """Whether the group has work: a claimed task, messages not yet looked at, or a due retry."""
+    if conn.execute(_PENDING_TASK, {"chat": chat_jid}).first():
+        return True
+    return _retry_due(state, now) or messages.max_seq(conn, chat_jid) > state.seen_seq
+
+
+def process_group(deps: RouterDeps, chat_jid: str) -> DrainOutcome:
+    """Drain the group's pending work if its lease is free. Safe to call any number of times."""
+    name = leases.group_lease(chat_jid)
+    with write_tx(deps.engine) as conn:
+        token = leases.acquire(conn, name, deps.worker, ttl_ms=deps.config.lease_ttl_ms, now_ms=now_ms())
+        if token is None:
+            return "busy"
+        groups.get_state(conn, chat_jid)
+        groups.set_state(conn, chat_jid, kick_requested_ms=None)
+        _recover_abandoned(conn, deps, chat_jid)
+        work = _choose(conn, deps, chat_jid, token)
+    logger.debug("lease taken", extra={"chat_jid": chat_jid, "token": token})
+    try:
+        while work is not None:
+            if isinstance(work, _TaskWork):
+                work = _run_task(deps, chat_jid, token, work)
+            else:
+                work = _run_messages(deps, chat_jid, token, work)
+        return "drained"
+    except LeaseLost:
+        logger.warning("lease lost mid-drain; the new holder takes over", extra={"chat_jid": chat_jid})
+        return "lost"
+    except BaseException:
+        # A bug or an interrupted worker: give the group back so the sweeper can re-kick it.
+        try:
+            with write_tx(deps.engine) as conn:
+                leases.release(conn, name, token)
+        except Exception:
+            logger.exception("could not release lease", extra={"chat_jid": chat_jid})
+        raise
+
+
+def _choose(conn: Connection, deps: RouterDeps, chat_jid: str, token: int) -> Work | None:
+    """The next piece of work, started; or None, with the lease released in this same
+    transaction after proving nothing is pending (so no wake-up can be lost)."""
+    for _ in range(4):  # choosing may first mark untriggered chatter as seen
+        work = _next_task(conn, deps, chat_jid, token) or _next_messages(conn, deps, chat_jid, token)
+        if work is not None:
+            return work
+        if not has_pending(conn, chat_jid, groups.get_state(conn, chat_jid), now_ms()):
+            break
+    else:
+        logger.error("pending work that no step takes; releasing the group", extra={"chat_jid": chat_jid})
+    groups.set_state(conn, chat_jid, kick_requested_ms=None)
+    leases.release(conn, leases.group_lease(chat_jid), token)
+    return None
+
+
+# --- choosing work -------------------------------------------------------------------------
+
+
+def _start_run(conn: Connection, chat_jid: str, kind: str, token: int, worker: str, **values: Any) -> int:
+    now = time.time()
+    params = {"task_run_id": None, "prev_cursor_seq": 0, "prev_seen_seq": 0, "to_seq": 0, "message_count": 0}
+    params.update(values)
+    params.update(
+        chat_jid=chat_jid,
+        kind=kind,
+        lease_token=token,
+        started_at_ms=int(now * 1000),
+        started_at=now,
+        worker=worker,
+    )
+    return int(conn.execute(_START_RUN, params).scalar_one())
+
+
+def _next_task(conn: Connection, deps: RouterDeps, chat_jid: str, token: int) -> _TaskWork | None:
+    entry = conn.execute(
+        select(_TQ).where(_TQ.c.chat_jid == chat_jid, _TQ.c.status == "pending").order_by(_TQ.c.id).limit(1)
+    ).first()
+    if entry is None:
+        return None
+    conn.execute(update(_TQ).where(_TQ.c.id == entry.id).values(status="running"))
+    task = conn.execute(select(_TASKS).where(_TASKS.c.id == entry.task_id)).first()
+    run_id = _start_run(conn, chat_jid, "task", token, deps.worker, task_run_id=entry.id)
+    if task is None:
+        return _TaskWork(run_id, entry.id, None, None, "task no longer exists")
+    try:
+        resolve_group_folder_path(task.group_folder, deps.config.groups_dir)
+    except ValueError as exc:
+        conn.execute(update(_TASKS).where(_TASKS.c.id == task.id).values(status="paused"))
+        return _TaskWork(run_id, entry.id, None, task, f"invalid group folder: {exc}")
+    group = next((g for g in groups.all_groups(conn) if g.folder == task.group_folder), None)
+    if group is None:
+        return _TaskWork(run_id, entry.id, None, task, f"Group not found: {task.group_folder}")
+    return _TaskWork(run_id, entry.id, group, task, None)
+
+
+def _next_messages(conn: Connection, deps: RouterDeps, chat_jid: str, token: int) -> _MessageWork | None:
+    cfg = deps.config
+    now = now_ms()
+    state = groups.get_state(conn, chat_jid)
+    newest = messages.max_seq(conn, chat_jid)
+    if not (_retry_due(state, now) or newest > state.seen_seq):
+        return None
+    group = groups.get_group(conn, chat_jid)
+    if group is None:
+        groups.set_state(conn, chat_jid, seen_seq=newest)
+        return None
+    # A due retry re-runs a batch that was already triggered; otherwise, like NanoClaw, only the
+    # messages new since the last look can trigger (a failed batch waits for its retry).
+    if needs_trigger(group.is_main, group.requires_trigger) and not _retry_due(state, now):
+        new = messages.messages_after(conn, chat_jid, state.seen_seq, cfg.assistant_name)
+        pattern = group_trigger_pattern(group.trigger, cfg.default_trigger)
+        allow = deps.allowlist() if deps.allowlist else None
+        triggered = any(
+            is_trigger_message(
+                m.content,
+                pattern,
+                is_from_me=m.is_from_me,
+                trigger_allowed=True
+                if allow is None
+                else is_trigger_allowed(chat_jid, m.sender or "", allow),
+            )
+            for m in new
+        )
+        if not triggered:
+            groups.set_state(conn, chat_jid, seen_seq=newest)
+            return None
+    cursor = state.cursor_seq or messages.last_bot_seq(conn, chat_jid, cfg.assistant_name)
+    batch, total = messages.newest_after(
+        conn, chat_jid, cursor, cfg.assistant_name, cfg.max_messages_per_prompt
+    )
+    if not batch:
+        groups.set_state(conn, chat_jid, seen_seq=newest, retry_at_ms=None, retry_count=0)
+        return None
+    if total > len(batch):
+        logger.warning(
+            "prompt limit: dropping %d older pending messages",
+            total - len(batch),
+            extra={"chat_jid": chat_jid, "limit": cfg.max_messages_per_prompt},
+        )
+        audit.record(
+            conn,
+            "router.backlog_dropped",
+            chat_jid=chat_jid,
+            decision="drop",
+            dropped=total - len(batch),
+            limit=cfg.max_messages_per_prompt,
+        )
+    run_id = _start_run(
+        conn,
+        chat_jid,
+        "messages",
+        token,
+        deps.worker,
+        prev_cursor_seq=state.cursor_seq,
+        prev_seen_seq=state.seen_seq,
+        to_seq=batch[-1].seq,
+        message_count=len(batch),
+    )
+    groups.set_state(conn, chat_jid, cursor_seq=batch[-1].seq, seen_seq=newest)
+    return _MessageWork(run_id, group, batch)
+
+
+# --- running -------------------------------------------------------------------------------
+
+
+def _call_agent(
+    deps: RouterDeps, chat_jid: str, token: int, request: AgentRequest
+) -> tuple[str | None, str | None]:
+    """Run the agent with the lease kept alive; returns (text, error).
+
+    Between agent steps the callback stops the run if the group was taken over and, for message
+    runs, claims messages that arrived meanwhile (`_join_follow_ups`) so they join the run.
+    """
+    name = leases.group_lease(chat_jid)
+    ttl = deps.config.lease_ttl_ms
+    joins = request.run_id is not None and not request.is_scheduled_task  # never into a task run
+
+    typing = deps.publish_typing
+    pulse = (lambda: typing(chat_jid)) if typing is not None and not request.is_scheduled_task else None
+    with _LeaseKeeper(deps.engine, name, token, ttl, pulse) as keeper:
+
+        def check_lease() -> list[str]:  # between agent steps
+            if keeper.lost:
+                raise LeaseLost(name, token)
+            if not joins:
+                return []
+            return _join_follow_ups(deps, chat_jid, token, request.run_id)  # type: ignore[arg-type]
+
+        try:
+            result = deps.agent(request, check_lease)
+            text, error = result.text, None
+        except LeaseLost:
+            raise
+        except Exception as exc:
+            logger.warning("agent run failed: %s", exc, extra={"chat_jid": chat_jid}, exc_info=True)
+            text, error = None, str(exc) or type(exc).__name__
+    if keeper.lost:
+        raise LeaseLost(name, token)
+    return text, error
+
+
+_RUN_TO_SEQ = text("SELECT to_seq FROM runs WHERE id = :id")
+_EXTEND_RUN = text(
+    "UPDATE runs SET to_seq = :to_seq, message_count = message_count + :n"
+    " WHERE id = :id AND status = 'running'"
+)
+
+
+def _join_follow_ups(deps: RouterDeps, chat_jid: str, token: int, run_id: int) -> list[str]:
+    """Claim messages newer than the run's ``to_seq`` for the running agent (NanoClaw's piping).
+
+    In one write transaction fenced by the lease: for a group that needs a trigger nothing is
+    claimed until one of the new messages triggers, and then every pending message joins as
+    context; the run's ``to_seq`` and the group's cursors advance, so a failed run rolls them
+    back together. Returns the claimed batch formatted as one prompt block (or nothing).
+    """
+    cfg = deps.config
+    with read_tx(deps.engine) as conn:  # the common case (nothing new) costs no write
+        to_seq = conn.execute(_RUN_TO_SEQ, {"id": run_id}).scalar_one_or_none()
+        if to_seq is None or messages.max_seq(conn, chat_jid) <= to_seq:
+            return []
+    with write_tx(deps.engine) as conn:
+        leases.fence(conn, leases.group_lease(chat_jid), token, ttl_ms=cfg.lease_ttl_ms, now_ms=now_ms())
+        to_seq = conn.execute(_RUN_TO_SEQ, {"id": run_id}).scalar_one()
+        group = groups.get_group(conn, chat_jid)
+        if group is None:
+            return []
+        new = messages.messages_after(conn, chat_jid, to_seq, cfg.assistant_name)
+        if not new:
+            return []
+        if needs_trigger(group.is_main, group.requires_trigger):
+            pattern = group_trigger_pattern(group.trigger, cfg.default_trigger)
+            allow = deps.allowlist() if deps.allowlist else None
+            if not any(
+                is_trigger_message(
+                    m.content,
+                    pattern,
+                    is_from_me=m.is_from_me,
+                    trigger_allowed=True
+                    if allow is None
+                    else is_trigger_allowed(chat_jid, m.sender or "", allow),
+                )
+                for m in new
+            ):
+                return []  # stays pending as context for the next triggered batch
+        batch, _total = messages.newest_after(
+            conn, chat_jid, to_seq, cfg.assistant_name, cfg.max_messages_per_prompt
+        )
+        if not batch:
+            return []
+        last = batch[-1].seq
+        conn.execute(_EXTEND_RUN, {"id": run_id, "to_seq": last, "n": len(batch)})
+        state = groups.get_state(conn, chat_jid)
+        groups.set_state(conn, chat_jid, cursor_seq=last, seen_seq=max(state.seen_seq, last))
+        audit.record(
+            conn,
+            "router.follow_up_joined",
+            chat_jid=chat_jid,
+            decision="join",
+            run_id=run_id,
+            count=len(batch),
+        )
+    logger.info("%d follow-up messages joined the running agent", len(batch), extra={"chat_jid": chat_jid})
+    return [format_messages(batch, cfg.timezone)]
+
+
+def _run_messages(deps: RouterDeps, chat_jid: str, token: int, work: _MessageWork) -> Work | None:
+    if deps.publish_typing is not None:
+        try:
+            deps.publish_typing(chat_jid)
+        except Exception:
+            logger.debug("typing indicator not published", extra={"chat_jid": chat_jid}, exc_info=True)
+    prompt = format_messages(work.batch, deps.config.timezone)
+    request = AgentRequest(chat_jid, work.group.folder, work.group.is_main, prompt, run_id=work.run_id)
+    reply, error = _call_agent(deps, chat_jid, token, request)
+    queued = False
+    with write_tx(deps.engine) as conn:
+        leases.fence(
+            conn, leases.group_lease(chat_jid), token, ttl_ms=deps.config.lease_ttl_ms, now_ms=now_ms()
+        )
+        if error is None:
+            queued = _add_reply(conn, chat_jid, work.run_id, reply)
+            _finish_run(conn, work.run_id, "done")
+            groups.set_state(conn, chat_jid, retry_count=0, retry_at_ms=None)
+        else:
+            _fail_message_run(conn, deps, chat_jid, work.run_id, error)
+        following = _choose(conn, deps, chat_jid, token)
+    if queued:
+        _publish(deps, chat_jid)
+    return following
+
+
+def _run_task(deps: RouterDeps, chat_jid: str, token: int, work: _TaskWork) -> Work | None:
+    started = time.monotonic()
+    reply: str | None = None
+    error = work.error
+    if error is None and work.group is not None:
+        request = AgentRequest(
+            chat_jid,
+            work.group.folder,
+            work.group.is_main,
+            wrap_scheduled_prompt(work.task.prompt),
+            is_scheduled_task=True,
+            run_id=work.run_id,
+            # The agent callable runs a pre-check script in the sandbox first (§4.6); one that
+            # keeps the agent asleep returns no text: nothing is sent, the run logs "Completed".
+            script=work.task.script or None,
+            task_prompt=work.task.prompt,
+        )
+        reply, error = _call_agent(deps, chat_jid, token, request)
+    queued = False
+    with write_tx(deps.engine) as conn:
+        leases.fence(
+            conn, leases.group_lease(chat_jid), token, ttl_ms=deps.config.lease_ttl_ms, now_ms=now_ms()
+        )
+        if reply is not None:
+            queued = _add_reply(conn, chat_jid, work.run_id, reply)
+        _finish_task(conn, work, reply, error, int((time.monotonic() - started) * 1000), deps.config.timezone)
+        following = _choose(conn, deps, chat_jid, token)
+    if queued:
+        _publish(deps, chat_jid)
+    return following
+
+
+def _add_reply(conn: Connection, chat_jid: str, run_id: int, text: str | None) -> bool:
+    cleaned = format_outbound(text or "")
+    if not cleaned:
+        return False
+    return outbox.add(conn, key=f"run:{run_id}:reply", chat_jid=chat_jid, text=cleaned, run_id=run_id)
+
+
+def _finish_run(conn: Connection, run_id: int, status: str, error: str | None = None) -> None:
+    conn.execute(_FINISH_RUN, {"id": run_id, "status": status, "finished_at": time.time(), "error": error})
+
+
+def _finish_task(
+    conn: Connection, work: _TaskWork, text: str | None, error: str | None, duration_ms: int, timezone: str
+) -> None:
+    _finish_run(conn, work.run_id, "failed" if error else "done", error)
+    conn.execute(update(_TQ).where(_TQ.c.id == work.entry_id).values(status="done", finished_at_ms=now_ms()))
+    if work.task is None:
+        return
+    moment = datetime.now(tz=UTC)
+    now_iso = iso(moment)
+    conn.execute(
+        insert(_LOGS).values(
+            task_id=work.task.id,
+            run_at=now_iso,
+            duration_ms=duration_ms,
+            status="error" if error else "success",
+            result=text,
+            error=error,
+        )
+    )
+    current = conn.execute(select(_TASKS).where(_TASKS.c.id == work.task.id)).first()
+    values: dict[str, Any] = {"last_run": now_iso, "last_result": truncate_result(text, error)}
+    if current is not None and current.status == "active":
+        if current.next_run is None:
+            values["status"] = "completed"
+        elif current.next_run <= now_iso:
+            # Slots that came due while this run was queued or running are skipped, as NanoClaw
+            # computes the next run only after a run.
+            try:
+                following = next_run(
+                    current.schedule_type,
+                    current.schedule_value,
+                    parse_iso(current.next_run),
+                    moment,
+                    timezone,
+                )
+                values["next_run"] = iso(following) if following else None
+            except ValueError:
+                pass  # the tick pauses a task whose schedule cannot be computed
+    conn.execute(update(_TASKS).where(_TASKS.c.id == work.task.id).values(**values))
+
+
+def _fail_message_run(conn: Connection, deps: RouterDeps, chat_jid: str, run_id: int, error: str) -> None:
+    """NanoClaw's rule: roll the cursor back only if nothing reached the user, then back off."""
+    run = conn.execute(select(_RUNS).where(_RUNS.c.id == run_id)).one()
+    _finish_run(conn, run_id, "failed", error)
+    if outbox.count_for_run(conn, run_id):
+        groups.set_state(conn, chat_jid, retry_count=0, retry_at_ms=None)
+        return
+    # Only the cursor rolls back; seen_seq stays, so the batch is retried by the timer (or by a
+    # new triggering message), not re-triggered by chatter that arrives meanwhile.
+    state = groups.get_state(conn, chat_jid)
+    delays = deps.config.retry_delays_ms
+    attempt = state.retry_count + 1
+    if attempt > len(delays):
+        logger.error(
+            "max retries exceeded, dropping messages until the next one arrives",
+            extra={"chat_jid": chat_jid, "error": error},
+        )
+        audit.record(conn, "router.retries_exhausted", chat_jid=chat_jid, decision="drop", error=error)
+        groups.set_state(conn, chat_jid, retry_count=0, retry_at_ms=None, cursor_seq=run.prev_cursor_seq)
+        return
+    delay = delays[attempt - 1]
+    logger.warning("run failed; retry %d in %.0f s", attempt, delay / 1000, extra={"chat_jid": chat_jid})
+    groups.set_state(
+        conn, chat_jid, retry_count=attempt, retry_at_ms=now_ms() + delay, cursor_seq=run.prev_cursor_seq
+    )
+
+
+def _recover_abandoned(conn: Connection, deps: RouterDeps, chat_jid: str) -> None:
+    """Settle runs a crashed holder left 'running' (we just took the lease, so none is live)."""
+    for run in conn.execute(
+        select(_RUNS).where(_RUNS.c.chat_jid == chat_jid, _RUNS.c.status == "running")
+    ).all():
+        logger.warning("recovering run %s abandoned by %s", run.id, run.worker, extra={"chat_jid": chat_jid})
+        if run.kind == "task":
+            entry = conn.execute(select(_TQ).where(_TQ.c.id == run.task_run_id)).first()
+            task = conn.execute(select(_TASKS).where(_TASKS.c.id == entry.task_id)).first() if entry else None
+            work = _TaskWork(run.id, run.task_run_id, None, task, None)
+            _finish_task(
+                conn, work, None, "interrupted: the worker stopped during the run", 0, deps.config.timezone
+            )
+            _finish_run(conn, run.id, "abandoned", "worker stopped")
+        else:
+            _fail_message_run(conn, deps, chat_jid, run.id, "worker stopped during the run")
+            _finish_run(conn, run.id, "abandoned", "worker stopped")
+
+
+def _publish(deps: RouterDeps, chat_jid: str) -> None:
+    try:
+        deps.publish_deliver(chat_jid)
+    except Exception:
+        logger.warning(
+            "deliver publish failed; the sweeper re-queues it", extra={"chat_jid": chat_jid}, exc_info=True
+        )

@@ -1,0 +1,65 @@
+"""The sweeper: finds work whose wake-up was lost and wakes it again.
+
+Celery carries only idempotent wake-ups, and on the SQLite broker a SIGKILLed worker loses the
+messages it had reserved. So beat runs `sweep()` every few seconds; it returns:
+- groups to kick: pending work (new messages, a due retry, a claimed task, a run left
+  ``running`` by a dead holder) and no live lease, whose kick is not already outstanding or was
+  requested longer than ``stale_after_ms`` ago;
+- chats to deliver: a due pending reply and no live outbox lease.
+It marks the kicks it asks for as outstanding. Publishing is the caller's job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, select
+
+from microclaw import leases
+from microclaw.router import has_pending
+from microclaw.store import groups, outbox
+from microclaw.store.db import now_ms, write_tx
+from microclaw.store.models import GroupState, Message, Run, TaskQueueEntry
+
+_S = GroupState.__table__
+_M = Message.__table__
+_RUNS = Run.__table__
+_TQ = TaskQueueEntry.__table__
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    kick: list[str]
+    deliver: list[str]
+
+
+def sweep(engine: Engine, *, stale_after_ms: int) -> SweepResult:
+    """Decide which groups to re-kick and which chats to re-deliver."""
+    now = now_ms()
+    to_kick: list[str] = []
+    to_deliver: list[str] = []
+    with write_tx(engine) as conn:
+        candidates = {r[0] for r in conn.execute(select(_S.c.chat_jid))}
+        candidates |= {r[0] for r in conn.execute(select(_TQ.c.chat_jid).where(_TQ.c.status != "done"))}
+        candidates |= {
+            r[0] for r in conn.execute(select(_RUNS.c.chat_jid).where(_RUNS.c.status == "running"))
+        }
+        for chat in sorted(candidates):
+            if leases.is_live(conn, leases.group_lease(chat), now_ms=now):
+                continue
+            state = groups.get_state(conn, chat)
+            stranded = conn.execute(
+                select(_RUNS.c.id).where(_RUNS.c.chat_jid == chat, _RUNS.c.status == "running").limit(1)
+            ).first()
+            if not (stranded or has_pending(conn, chat, state, now)):
+                continue
+            if state.kick_requested_ms is not None and now - state.kick_requested_ms < stale_after_ms:
+                continue
+            groups.set_state(conn, chat, kick_requested_ms=now)
+            to_kick.append(chat)
+        for chat in outbox.chats_with_due(
+            conn, now, stale_after_ms=stale_after_ms
+        ) + outbox.chats_with_stranded(conn, now - stale_after_ms):
+            if chat not in to_deliver and not leases.is_live(conn, leases.outbox_lease(chat), now_ms=now):
+                to_deliver.append(chat)
+    return SweepResult(to_kick, to_deliver)

@@ -1,0 +1,42 @@
+"""``microclaw.sweep`` re-publishes lost wake-ups and deliveries; ``microclaw.cleanup`` deletes
+consumed broker rows and stale heartbeats."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import delete
+
+from microclaw.broker import purge_consumed
+from microclaw.celery_app import app, publish_deliver, publish_kick
+from microclaw.store.db import now_ms, write_tx
+from microclaw.store.models import WorkerHeartbeat
+from microclaw.sweeper import sweep as find_stranded
+from workers import queues
+from workers.context import context
+
+logger = logging.getLogger(__name__)
+HEARTBEAT_RETENTION_MS = 24 * 3600 * 1000
+
+
+@app.task(name=queues.SWEEP, ignore_result=True)
+def sweep() -> dict[str, int]:
+    ctx = context()
+    found = find_stranded(ctx.engine, stale_after_ms=int(ctx.settings.beat.stale_after_s * 1000))
+    for chat in found.kick:
+        logger.info("sweeper re-kicks group", extra={"chat_jid": chat})
+        publish_kick(chat)
+    for chat in found.deliver:
+        publish_deliver(chat)
+    return {"kicked": len(found.kick), "delivered": len(found.deliver)}
+
+
+@app.task(name=queues.CLEANUP, ignore_result=True)
+def cleanup() -> int:
+    ctx = context()
+    removed = purge_consumed(ctx.settings.broker.url)
+    t = WorkerHeartbeat.__table__
+    with write_tx(ctx.engine) as conn:
+        conn.execute(delete(t).where(t.c.last_seen_ms < now_ms() - HEARTBEAT_RETENTION_MS))
+    logger.info("broker cleanup removed %d consumed rows", removed)
+    return removed

@@ -1,0 +1,17 @@
+"""``microclaw.deliver``: send one chat's pending replies in order (see `microclaw.delivery`)."""
+
+from __future__ import annotations
+
+from microclaw.celery_app import app
+from microclaw.delivery import deliver_chat
+from microclaw.errors import TransientStoreError
+from workers import queues
+from workers.context import context
+
+
+@app.task(name=queues.DELIVER, ignore_result=True, bind=True, max_retries=5)
+def deliver(self: object, chat_jid: str) -> str:
+    try:
+        return deliver_chat(context().delivery_deps, chat_jid)
+    except TransientStoreError as exc:
+        raise self.retry(exc=exc, countdown=1) from exc  # type: ignore[attr-defined]

@@ -1,0 +1,17 @@
+"""``microclaw.kick``: drain one group's pending work under its lease (see `microclaw.router`)."""
+
+from __future__ import annotations
+
+from microclaw.celery_app import app
+from microclaw.errors import TransientStoreError
+from microclaw.router import process_group
+from workers import queues
+from workers.context import context
+
+
+@app.task(name=queues.KICK, ignore_result=True, bind=True, max_retries=5)
+def kick(self: object, chat_jid: str) -> str:
+    try:
+        return process_group(context().router_deps, chat_jid)
+    except TransientStoreError as exc:  # database busy for 30 s: try again shortly
+        raise self.retry(exc=exc, countdown=1) from exc  # type: ignore[attr-defined]

@@ -1,0 +1,17 @@
+"""``microclaw.tick``: claim due scheduled-task runs and wake their groups."""
+
+from __future__ import annotations
+
+from microclaw.celery_app import app, publish_kick
+from microclaw.scheduler.tick import claim_due_tasks
+from workers import queues
+from workers.context import context
+
+
+@app.task(name=queues.TICK, ignore_result=True)
+def tick() -> int:
+    ctx = context()
+    chats = claim_due_tasks(ctx.engine, timezone=ctx.settings.timezone)
+    for chat in chats:
+        publish_kick(chat)
+    return len(chats)

@@ -1,0 +1,45 @@
+"""``microclaw.typing``: show "typing…" in a chat while its agent runs (best effort).
+
+Runs on the outbound queue, next to the connectors' send clients. A connector without a
+``send_typing`` method makes this a no-op; a platform error is logged and dropped (an
+indicator that arrives late is worthless, so nothing is retried). Publishers should set a
+short ``expires`` for the same reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Literal
+
+from microclaw.celery_app import app
+from microclaw.connectors.base import BaseConnector
+from microclaw.delivery import connector_for
+from microclaw.errors import ConnectorError
+from workers import queues
+from workers.context import context
+
+logger = logging.getLogger(__name__)
+
+TypingOutcome = Literal["sent", "unsupported", "failed"]
+
+
+def show_typing(connectors: Sequence[BaseConnector], runner: asyncio.Runner, chat_jid: str) -> TypingOutcome:
+    """Ask the connector that owns ``chat_jid`` to show the typing indicator, if it can."""
+    connector = connector_for(connectors, chat_jid)
+    send_typing = getattr(connector, "send_typing", None)
+    if send_typing is None:
+        return "unsupported"
+    try:
+        runner.run(send_typing(chat_jid))
+    except ConnectorError as exc:
+        logger.info("typing indicator not shown: %s", exc, extra={"chat_jid": chat_jid})
+        return "failed"
+    return "sent"
+
+
+@app.task(name=queues.TYPING, ignore_result=True)
+def typing(chat_jid: str) -> str:
+    ctx = context()
+    return show_typing(ctx.connectors, ctx.runner, chat_jid)

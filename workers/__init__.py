@@ -1,0 +1,1 @@
+"""Process roles: per-process context, beat's database scheduler, heartbeats, queue names."""

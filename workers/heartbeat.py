@@ -1,0 +1,58 @@
+"""Worker and beat liveness: a daemon thread upserts a heartbeat row every few seconds.
+
+Celery's broadcast inspection does not work on the SQLite broker, so `microclaw-host status`
+reads these rows instead (a row older than three intervals means the process is gone).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from microclaw.config import Settings
+from microclaw.store.db import create_sqlite_engine, now_ms, write_tx
+from microclaw.store.models import WorkerHeartbeat
+
+logger = logging.getLogger(__name__)
+INTERVAL_S = 5.0
+_T = WorkerHeartbeat.__table__
+
+
+def beat_once(engine: object, name: str, role: str, started: int) -> None:
+    now = now_ms()
+    stmt = sqlite_insert(_T).values(
+        name=name, role=role, pid=os.getpid(), started_at_ms=started, last_seen_ms=now
+    )
+    with write_tx(engine) as conn:  # type: ignore[arg-type]
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["name"],
+                set_={"role": role, "pid": os.getpid(), "last_seen_ms": now, "started_at_ms": started},
+            )
+        )
+
+
+def start_heartbeat(settings: Settings, *, role: str) -> threading.Thread:
+    """Start the heartbeat thread for this process."""
+    # Unpooled: this runs in the Celery parent, whose pool children must not inherit connections.
+    engine = create_sqlite_engine(
+        settings.store.db_path, busy_timeout_s=settings.store.busy_timeout_s, pooled=False
+    )
+    name = f"{role}@{socket.gethostname()}:{os.getpid()}"
+    started = now_ms()
+
+    def loop() -> None:
+        while True:
+            try:
+                beat_once(engine, name, role, started)
+            except Exception:
+                logger.warning("heartbeat write failed", exc_info=True)
+            threading.Event().wait(INTERVAL_S)
+
+    thread = threading.Thread(target=loop, name="heartbeat", daemon=True)
+    thread.start()
+    return thread
