@@ -1,0 +1,1 @@
+"""Scheduled tasks: schedule arithmetic (pure) and the beat tick that claims due runs."""
