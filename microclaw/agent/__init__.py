@@ -1,0 +1,1 @@
+"""The agent: providers, the loop and its tools."""
