@@ -1,0 +1,511 @@
+"""Discord: a bot in server channels, threads and DMs, with discord.py (gateway + REST).
+
+Capability card:
+- Addresses: ``dc:<channel id>`` (a thread or a DM is a channel too). ``message_id`` is
+  ``dc:<channel id>:<message id>``; replies point at the same form.
+- Inbound: the gateway with the privileged message-content intent (enable it for the bot in
+  the developer portal). Messages from bots, including this one, and system messages are
+  ignored. A ``<@bot>`` / ``<@!bot>`` mention is stripped and ``@<assistant_name> `` prepended
+  unless the rest already starts with it (contract §9.2). Attachments become placeholders
+  (``[Image: name]``, ``[Video: name]``, ``[Audio: name]``, ``[File: name]``) on their own lines.
+  Events are handled one at a time, in arrival order.
+- Ack point: the gateway has none, so the connector keeps its own per-channel cursor
+  (``<data_dir>/discord-cursors.db``): a channel is recorded *before* its message is handed to
+  ``deliver`` and the cursor moves past the message only after ``deliver`` returned. On every
+  READY / RESUMED the channels seen in the last ``catch_up_max_age_s`` (3 days) are read back
+  through REST from their cursor (at most ``catch_up_limit`` (100) messages each), so a message
+  whose delivery failed or whose process died is delivered again; the store deduplicates by
+  ``message_id``.
+- Outbound: REST only (``login`` checks the token, no gateway), so it works in the outbound
+  worker. At most 2000 characters per message; ``@everyone`` and role pings are suppressed.
+  discord.py follows the per-route buckets and the global limit from Discord's headers and
+  sleeps through a 429 of up to 30 s (``max_ratelimit_timeout_s``); a longer one becomes
+  `TransientConnectorError` with ``retry_after``. 403 (missing access) and 404 (unknown
+  channel) are `PermanentConnectorError`. ``send_typing`` triggers the typing indicator (~10 s).
+- Settings: ``DISCORD_BOT_TOKEN`` (environment; missing: `ConfigError`, the boot skips the
+  connector). Options: ``guild_ready_timeout_s`` (2), ``catch_up_limit``,
+  ``catch_up_max_age_s``, ``max_ratelimit_timeout_s``, ``cursor_path``.
+- Cannot: read attachments' contents, see messages of channels it has no access to, or tell
+  whether a send that timed out reached Discord (``idempotent_send`` is False).
+
+The SDK is imported only when a token is configured, so an unconfigured Discord costs nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Self
+
+from microclaw.connectors.base import BaseConnector, ConnectorSettings, Deliver
+from microclaw.core.triggers import build_trigger_pattern
+from microclaw.envelope import Envelope, make_envelope
+from microclaw.errors import (
+    ConfigError,
+    ConnectorError,
+    EnvelopeError,
+    PermanentConnectorError,
+    TransientConnectorError,
+)
+
+if TYPE_CHECKING:
+    import discord
+
+logger = logging.getLogger(__name__)
+
+TOKEN_ENV = "DISCORD_BOT_TOKEN"
+_DISCORD_EPOCH_MS = 1420070400000
+_CONNECTED = object()  # queue marker: a new session began (READY received)
+_CATCH_UP = object()  # queue marker: read back what was missed since the cursors
+
+
+def _option(options: Mapping[str, Any], key: str, default: float, *, minimum: float) -> float:
+    value = options.get(key, default)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"connectors.discord.{key}: expected a number, got {value!r}", key=f"connectors.discord.{key}"
+        ) from None
+    if number < minimum:
+        raise ConfigError(
+            f"connectors.discord.{key}: must be >= {minimum}, got {number!r}", key=f"connectors.discord.{key}"
+        )
+    return number
+
+
+def platform_channel(chat_id: str) -> int:
+    """``dc:123`` -> ``123``; anything else is refused (`PermanentConnectorError`)."""
+    prefix, _, raw = chat_id.partition(":")
+    if prefix != DiscordConnector.prefix or not raw.isdigit():
+        raise PermanentConnectorError(f"{chat_id!r} is not a Discord channel address", chat_id=chat_id)
+    return int(raw)
+
+
+def snowflake_ms(snowflake: int) -> int:
+    """The Unix time in ms encoded in a Discord id."""
+    return (snowflake >> 22) + _DISCORD_EPOCH_MS
+
+
+def _attachment_line(attachment: Any) -> str:
+    kind = (attachment.content_type or "").split("/", 1)[0]
+    label = {"image": "Image", "video": "Video", "audio": "Audio"}.get(kind, "File")
+    return f"[{label}: {attachment.filename}]"
+
+
+def _sdk() -> Any:
+    """discord.py, imported on first use (voice is never used: its missing-library warnings are noise)."""
+    import discord
+
+    discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
+    return discord
+
+
+def _chat_facts(message: Any, sender_name: str) -> tuple[str | None, bool | None]:
+    """(chat name, is group) as far as discord.py knows them; None where it does not (a
+    channel read through REST before its guild was loaded), so stored metadata is kept."""
+    channel = message.channel
+    guild = getattr(message, "guild", None) or getattr(channel, "guild", None)
+    if guild is not None:
+        name = getattr(channel, "name", None)
+        return (f"{guild.name} #{name}" if name else None), True
+    if getattr(channel, "guild_id", None) is not None:
+        return None, True
+    if str(getattr(channel, "type", "")) == "private":
+        return sender_name, False  # a DM is named after the person, as NanoClaw does
+    return None, None
+
+
+def message_to_envelope(
+    message: discord.Message, *, bot_id: int | None, assistant_name: str, max_text_bytes: int = 65536
+) -> Envelope | None:
+    """Turn one Discord message into an envelope (None when there is nothing to store).
+
+    Raises `EnvelopeError` when the result would be invalid.
+    """
+    content = message.content or ""
+    if bot_id is not None and (
+        bot_id in message.raw_mentions or any(u.id == bot_id for u in message.mentions)
+    ):
+        content = re.sub(rf"<@!?{bot_id}>", "", content).strip()
+        if not build_trigger_pattern(f"@{assistant_name}").search(content):
+            content = f"@{assistant_name} {content}"
+    extras = [_attachment_line(a) for a in message.attachments]
+    extras += [f"[Sticker: {s.name}]" for s in getattr(message, "stickers", ())]
+    if extras:
+        content = "\n".join([content, *extras]) if content else "\n".join(extras)
+    if not content:
+        return None
+    channel_id = message.channel.id
+    chat_jid = f"dc:{channel_id}"
+    sender_name = message.author.display_name
+    reply: dict[str, Any] = {}
+    ref = message.reference
+    if ref is not None and ref.message_id is not None:
+        reply["reply_to_message_id"] = f"dc:{ref.channel_id or channel_id}:{ref.message_id}"
+        resolved = ref.resolved
+        if resolved is not None and hasattr(resolved, "content"):
+            reply["reply_to_message_content"] = resolved.content
+            reply["reply_to_sender_name"] = resolved.author.display_name
+    chat_name, is_group = _chat_facts(message, sender_name)
+    return make_envelope(
+        source=DiscordConnector.name,
+        message_id=f"{chat_jid}:{message.id}",
+        chat_id=chat_jid,
+        text=content,
+        sender=str(message.author.id),
+        sender_name=sender_name,
+        ts_ms=snowflake_ms(message.id),
+        max_text_bytes=max_text_bytes,
+        chat_name=chat_name,
+        is_group=is_group,
+        **reply,
+    )
+
+
+class ChannelCursors:
+    """Per-channel "delivered up to" message ids in one small SQLite file owned by the connector."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS cursors (channel_id INTEGER PRIMARY KEY, message_id INTEGER NOT NULL)"
+        )
+
+    def get(self, channel_id: int) -> int | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT message_id FROM cursors WHERE channel_id = ?", (channel_id,)
+            ).fetchone()
+        return None if row is None else int(row[0])
+
+    def remember(self, channel_id: int, before: int) -> None:
+        """Record a channel (cursor just before ``before``) unless it is already known."""
+        with self._lock:
+            self._db.execute(
+                "INSERT OR IGNORE INTO cursors (channel_id, message_id) VALUES (?, ?)",
+                (channel_id, before - 1),
+            )
+
+    def advance(self, channel_id: int, message_id: int) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO cursors (channel_id, message_id) VALUES (?, ?) ON CONFLICT (channel_id)"
+                " DO UPDATE SET message_id = max(message_id, excluded.message_id)",
+                (channel_id, message_id),
+            )
+
+    def forget(self, channel_id: int) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM cursors WHERE channel_id = ?", (channel_id,))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def all(self) -> dict[int, int]:
+        with self._lock:
+            return {int(c): int(m) for c, m in self._db.execute("SELECT channel_id, message_id FROM cursors")}
+
+
+def _gateway_client(queue: asyncio.Queue[Any], *, guild_ready_timeout_s: float, max_rl: float) -> Any:
+    """A discord.py client that only queues what it receives (handled in order by the connector)."""
+    discord = _sdk()
+
+    class _Gateway(discord.Client):
+        async def on_connect(self) -> None:
+            queue.put_nowait(_CONNECTED)
+
+        async def on_ready(self) -> None:
+            queue.put_nowait(_CATCH_UP)
+
+        async def on_resumed(self) -> None:
+            queue.put_nowait(_CATCH_UP)
+
+        async def on_message(self, message: discord.Message) -> None:
+            queue.put_nowait(message)
+
+    intents = discord.Intents.none()
+    intents.guilds = intents.guild_messages = intents.dm_messages = intents.message_content = True
+    return _Gateway(
+        intents=intents,
+        max_messages=None,
+        chunk_guilds_at_startup=False,
+        member_cache_flags=discord.MemberCacheFlags.none(),
+        guild_ready_timeout=guild_ready_timeout_s,
+        max_ratelimit_timeout=max_rl,
+    )
+
+
+class DiscordConnector(BaseConnector):
+    name: ClassVar[str] = "discord"
+    prefix: ClassVar[str] = "dc"
+    max_text_len: ClassVar[int] = 2000
+    idempotent_send: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        token: str,
+        *,
+        assistant_name: str,
+        cursor_path: Path,
+        guild_ready_timeout_s: float = 2.0,
+        catch_up_limit: int = 100,
+        catch_up_max_age_s: float = 3 * 86400,
+        max_ratelimit_timeout_s: float = 30.0,
+        max_text_bytes: int = 65536,
+    ) -> None:
+        if not token:
+            raise ConfigError(f"{TOKEN_ENV} is not set", key=TOKEN_ENV)
+        self._token = token
+        self.assistant_name = assistant_name
+        self.cursor_path = cursor_path
+        self.guild_ready_timeout_s = guild_ready_timeout_s
+        self.catch_up_limit = catch_up_limit
+        self.catch_up_max_age_s = catch_up_max_age_s
+        self.max_ratelimit_timeout_s = max_ratelimit_timeout_s
+        self.max_text_bytes = max_text_bytes
+        self.bot_id: int | None = None
+        self._cursors: ChannelCursors | None = None
+        self._rest: tuple[asyncio.AbstractEventLoop, Any] | None = None
+
+    def __repr__(self) -> str:
+        return f"DiscordConnector(cursor_path={str(self.cursor_path)!r})"
+
+    @classmethod
+    def from_settings(cls, settings: ConnectorSettings) -> Self:
+        token = settings.secrets.get(TOKEN_ENV, "")
+        if not token:
+            raise ConfigError(
+                f"{TOKEN_ENV} is not set (create a bot in the Discord developer portal and put its token"
+                " in the environment or .env)",
+                key=TOKEN_ENV,
+            )
+        opts = settings.options
+        cursor = str(opts.get("cursor_path") or "")
+        return cls(
+            token,
+            assistant_name=settings.assistant_name,
+            cursor_path=Path(cursor) if cursor else settings.data_dir / "discord-cursors.db",
+            guild_ready_timeout_s=_option(opts, "guild_ready_timeout_s", 2.0, minimum=0),
+            catch_up_limit=int(_option(opts, "catch_up_limit", 100, minimum=0)),
+            catch_up_max_age_s=_option(opts, "catch_up_max_age_s", 3 * 86400, minimum=0),
+            max_ratelimit_timeout_s=_option(opts, "max_ratelimit_timeout_s", 30.0, minimum=30.0),
+            max_text_bytes=settings.max_text_bytes,
+        )
+
+    @property
+    def cursors(self) -> ChannelCursors:
+        if self._cursors is None:
+            self._cursors = ChannelCursors(self.cursor_path)
+        return self._cursors
+
+    # --- the SDK edge ----------------------------------------------------------------------
+
+    def _translate(self, exc: BaseException, chat_id: str | None) -> ConnectorError:
+        """One SDK exception -> ours (raised ``from None``: SDK messages may echo request data)."""
+        import aiohttp
+        import discord
+
+        text = str(exc).replace(self._token, "<token>")
+        if isinstance(exc, discord.RateLimited):
+            return TransientConnectorError(
+                f"discord rate limit: {text}", chat_id=chat_id, retry_after=exc.retry_after
+            )
+        if isinstance(exc, discord.LoginFailure):
+            return PermanentConnectorError(f"discord rejected the bot token ({TOKEN_ENV})", chat_id=chat_id)
+        if isinstance(exc, discord.PrivilegedIntentsRequired):
+            return PermanentConnectorError(
+                "discord refused the message-content intent: enable it for the bot in the developer portal",
+                chat_id=chat_id,
+            )
+        if isinstance(exc, discord.Forbidden | discord.NotFound):
+            return PermanentConnectorError(f"discord refused: {text}", chat_id=chat_id)
+        if isinstance(exc, discord.HTTPException):
+            if exc.status == 429:
+                header = exc.response.headers.get("Retry-After") if exc.response is not None else None
+                try:
+                    retry_after = float(header) if header else None
+                except ValueError:
+                    retry_after = None
+                return TransientConnectorError(
+                    f"discord rate limit: {text}", chat_id=chat_id, retry_after=retry_after
+                )
+            if exc.status >= 500:
+                return TransientConnectorError(f"discord server error: {text}", chat_id=chat_id)
+            return PermanentConnectorError(f"discord refused: {text}", chat_id=chat_id)
+        if isinstance(exc, discord.ConnectionClosed) and exc.code in (4004, 4010, 4011, 4012, 4013):
+            return PermanentConnectorError(f"discord closed the gateway: {text}", chat_id=chat_id)
+        if isinstance(exc, OSError | aiohttp.ClientError | asyncio.TimeoutError | discord.DiscordException):
+            return TransientConnectorError(
+                f"discord unreachable: {type(exc).__name__}: {text}", chat_id=chat_id
+            )
+        return TransientConnectorError(f"discord error: {type(exc).__name__}: {text}", chat_id=chat_id)
+
+    # --- inbound ---------------------------------------------------------------------------
+
+    async def listen(self, deliver: Deliver) -> None:
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        client = _gateway_client(
+            queue, guild_ready_timeout_s=self.guild_ready_timeout_s, max_rl=self.max_ratelimit_timeout_s
+        )
+        gateway = asyncio.create_task(client.start(self._token, reconnect=True), name="discord-gateway")
+        consumer = asyncio.create_task(self._consume(client, queue, deliver), name="discord-inbound")
+        try:
+            done, _ = await asyncio.wait({gateway, consumer}, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                exc = task.exception()
+                if isinstance(exc, ConnectorError) or (exc is not None and task is consumer):
+                    raise exc
+                if exc is not None:
+                    raise self._translate(exc, None) from None
+            raise TransientConnectorError("discord gateway closed")
+        finally:
+            consumer.cancel()
+            await client.close()
+            gateway.cancel()
+            await asyncio.gather(gateway, consumer, return_exceptions=True)
+
+    async def _consume(self, client: Any, queue: asyncio.Queue[Any], deliver: Deliver) -> None:
+        # From a new session's READY until its guilds are loaded (``on_ready``), live messages
+        # wait: the catch-up must run first, or a live message would move a channel's cursor
+        # past messages that were missed while the bot was away.
+        held: list[Any] | None = None
+        while True:
+            item = await queue.get()
+            if client.user is not None:
+                self.bot_id = client.user.id
+            if item is _CONNECTED:
+                held = held if held is not None else []
+            elif item is _CATCH_UP:
+                logger.info("discord gateway ready as %s", client.user, extra={"connector": self.name})
+                await self._catch_up(client, deliver)
+                for message in held or ():
+                    await self._handle(message, deliver)
+                held = None
+            elif held is not None:
+                held.append(item)
+            else:
+                await self._handle(item, deliver)
+
+    async def _handle(self, message: discord.Message, deliver: Deliver) -> None:
+        if message.author.bot or message.is_system():
+            return
+        channel_id = message.channel.id
+        cursor = await asyncio.to_thread(self.cursors.get, channel_id)
+        if cursor is not None and message.id <= cursor:
+            return  # delivered before (a catch-up overlapping the live stream)
+        if cursor is None:
+            await asyncio.to_thread(self.cursors.remember, channel_id, message.id)
+        try:
+            envelope = message_to_envelope(
+                message,
+                bot_id=self.bot_id,
+                assistant_name=self.assistant_name,
+                max_text_bytes=self.max_text_bytes,
+            )
+        except EnvelopeError as exc:
+            logger.warning("discord message %s skipped: %s", message.id, exc, extra={"connector": self.name})
+            envelope = None
+        if envelope is not None:
+            await deliver(envelope)
+        await asyncio.to_thread(self.cursors.advance, channel_id, message.id)
+
+    async def _catch_up(self, client: Any, deliver: Deliver) -> None:
+        """Deliver what each recently active channel received after its cursor."""
+        import discord
+
+        oldest_ms = (time.time() - self.catch_up_max_age_s) * 1000
+        cursors = await asyncio.to_thread(self.cursors.all)
+        for channel_id, cursor in cursors.items():
+            if snowflake_ms(cursor + 1) < oldest_ms or self.catch_up_limit <= 0:
+                continue
+            channel = client.get_channel(channel_id) or client.get_partial_messageable(channel_id)
+            try:
+                missed = [
+                    m
+                    async for m in channel.history(
+                        limit=self.catch_up_limit, after=discord.Object(id=cursor), oldest_first=True
+                    )
+                ]
+            except (discord.Forbidden, discord.NotFound) as exc:
+                logger.warning(
+                    "discord channel %s is gone or closed to the bot (%s); no longer caught up",
+                    channel_id,
+                    exc.status,
+                    extra={"connector": self.name},
+                )
+                await asyncio.to_thread(self.cursors.forget, channel_id)
+                continue
+            except Exception as exc:
+                raise self._translate(exc, f"dc:{channel_id}") from None
+            for message in missed:
+                await self._handle(message, deliver)
+
+    # --- outbound --------------------------------------------------------------------------
+
+    async def _rest_client(self) -> Any:
+        """This loop's REST-only client: ``login`` (GET /users/@me), never the gateway."""
+        discord = _sdk()
+
+        loop = asyncio.get_running_loop()
+        if self._rest is not None and self._rest[0] is loop:
+            return self._rest[1]
+        intents = discord.Intents.none()
+        intents.guilds = True  # no gateway, so no effect; avoids discord.py's "guilds intent" warning
+        client = discord.Client(intents=intents, max_ratelimit_timeout=self.max_ratelimit_timeout_s)
+        try:
+            await client.login(self._token)
+        except Exception as exc:
+            await client.close()
+            raise self._translate(exc, None) from None
+        self._rest = (loop, client)
+        return client
+
+    async def send(self, chat_id: str, text: str, *, idempotency_key: str) -> str:
+        import discord
+
+        channel_id = platform_channel(chat_id)
+        client = await self._rest_client()
+        mentions = discord.AllowedMentions(everyone=False, roles=False, users=True, replied_user=False)
+        try:
+            message = await client.get_partial_messageable(channel_id).send(
+                content=text, allowed_mentions=mentions
+            )
+        except Exception as exc:
+            raise self._translate(exc, chat_id) from None
+        return str(message.id)
+
+    async def send_typing(self, chat_id: str) -> None:
+        """Show the typing indicator in the channel (best effort; raises like `send`)."""
+        channel_id = platform_channel(chat_id)
+        client = await self._rest_client()
+        try:
+            await client.http.send_typing(channel_id)
+        except Exception as exc:
+            raise self._translate(exc, chat_id) from None
+
+    async def close(self) -> None:
+        cursors, self._cursors = self._cursors, None
+        if cursors is not None:
+            cursors.close()
+        rest, self._rest = self._rest, None
+        if rest is not None and rest[0] is asyncio.get_running_loop():
+            try:
+                await rest[1].close()
+            except Exception:  # closing is best effort
+                logger.debug("discord client close failed", exc_info=True)
+
+    def describe(self) -> dict[str, Any]:
+        return {"bot_id": self.bot_id, "channels": len(self.cursors.all()) if self._cursors else 0}

@@ -1,0 +1,83 @@
+"""A connector's own small state file: cursors and per-chat facts in one SQLite key-value table.
+
+Connectors that read a platform by position (an IMAP UID, a chat.db ROWID) keep that position
+here, next to the app data but never in the app database: a connector does not touch the store.
+The file may be shared by the host (which listens and advances the cursor) and the outbound
+worker (which reads per-chat facts to address a reply), so it runs in WAL mode with a busy
+timeout. Values are JSON. Each write commits before it returns; that commit is what makes a
+cursor advance durable.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from microclaw.sqlite import ThreadConnections
+
+
+class ConnectorState:
+    """Durable JSON values by key, in one SQLite file owned by one connector."""
+
+    def __init__(self, path: Path, *, busy_timeout_s: float = 30.0) -> None:
+        self.path = path
+        self._timeout = busy_timeout_s
+        self._connections = ThreadConnections(path, timeout_s=busy_timeout_s, synchronous="FULL")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL,"
+                " updated_at_ms INTEGER NOT NULL)"
+            )
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        """This thread's connection (``synchronous=FULL``: a cursor advance must survive a power cut)."""
+        yield self._connections.get()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        with self._connect() as db:
+            row = db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return default if row is None else json.loads(row[0])
+
+    def put(self, key: str, value: Any) -> None:
+        """Store ``value`` (JSON-serializable) under ``key``; durable when this returns."""
+        self.put_many({key: value})
+
+    def put_many(self, values: dict[str, Any]) -> None:
+        """Store several keys in one transaction."""
+        now = int(time.time() * 1000)
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany(
+                    "INSERT INTO state (key, value, updated_at_ms) VALUES (?, ?, ?)"
+                    " ON CONFLICT(key) DO UPDATE SET value = excluded.value,"
+                    " updated_at_ms = excluded.updated_at_ms",
+                    [(k, json.dumps(v), now) for k, v in values.items()],
+                )
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def delete(self, key: str) -> None:
+        with self._connect() as db:
+            db.execute("DELETE FROM state WHERE key = ?", (key,))
+
+    def prune(self, prefix: str, older_than_ms: int) -> int:
+        """Delete keys starting with ``prefix`` last written before ``older_than_ms``."""
+        with self._connect() as db:
+            cur = db.execute(
+                "DELETE FROM state WHERE key >= ? AND key < ? AND updated_at_ms < ?",
+                (prefix, prefix + "\U0010ffff", older_than_ms),
+            )
+            return int(cur.rowcount)
+
+    def close(self) -> None:
+        self._connections.close()
