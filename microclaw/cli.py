@@ -1,0 +1,428 @@
+"""Command lines: ``microclaw-host`` (run, stop, status, health, smoke, migrate) and
+``microclaw`` (chat). Entry points: they load settings, set up logging and render output;
+the work is done by library functions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+import httpx
+import psutil
+from rich.console import Console
+from rich.table import Table
+
+from microclaw.config import Settings, load_settings
+from microclaw.errors import ConfigError, PermanentStoreError
+from microclaw.logs import configure_logging
+
+console = Console(stderr=False)
+err = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        _fail(f"configuration error: {exc}", code=2)
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}")
+    sys.exit(code)
+
+
+# --- microclaw-host -----------------------------------------------------------------------
+
+
+@click.group(help="Run and inspect the MicroClaw host.")
+def host_main() -> None:
+    pass
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        pid = int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid
+    return pid
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` is still running (a zombie awaiting its reaper counts as gone)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _boot_report(settings: Settings, boots: list[Any]) -> None:
+    table = Table(title=f"MicroClaw host — {settings.assistant_name}", show_lines=False)
+    table.add_column("what")
+    table.add_column("state")
+    table.add_column("detail")
+    table.add_row("http", "listening", settings.http.base_url)
+    table.add_row("database", "migrated", str(settings.store.db_path))
+    table.add_row("broker", "sqlite" if settings.broker.is_sqlite else "external", settings.broker.url)
+    table.add_row(
+        "agent",
+        settings.agent.provider or "not configured",
+        settings.agent.model or ("replies with setup help" if not settings.agent.provider else ""),
+    )
+    table.add_row("timezone", settings.timezone, "")
+    colours = {"active": "green", "skipped": "yellow", "error": "red"}
+    for boot in boots:
+        table.add_row(
+            f"connector {boot.name}", f"[{colours.get(boot.state, 'white')}]{boot.state}[/]", boot.detail
+        )
+    err.print(table)
+
+
+@host_main.command(help="Start the host (connectors + localhost HTTP). Daemonizes unless --foreground.")
+@click.option("--foreground", is_flag=True, help="Stay attached (for honcho/systemd).")
+def run(foreground: bool) -> None:
+    from microclaw.celery_app import publish_kick
+    from microclaw.host import Host
+    from microclaw.wiring import app_engine, bootstrap_database, build_connectors
+
+    settings = _settings()
+    configure_logging(settings.logging.level, settings.logging.format, role="host")
+    pidfile = settings.pidfile
+    running = _read_pid(pidfile)
+    if running and running != os.getpid():
+        _fail(f"the host is already running (pid {running}); stop it with `microclaw-host stop`")
+    try:
+        bootstrap_database(settings)
+    except PermanentStoreError as exc:
+        _fail(f"database migration failed, not starting: {exc}")
+    boots = build_connectors(settings)
+    _boot_report(settings, boots)
+    if not foreground:
+        import daemon
+
+        log_path = settings.data_dir / "host.log"
+        err.print(f"daemonizing; logs in {log_path}, pidfile {pidfile}")
+        with open(log_path, "a") as log:  # noqa: SIM117 - the context must wrap the daemon context
+            with daemon.DaemonContext(working_directory=os.getcwd(), stdout=log, stderr=log, umask=0o027):
+                configure_logging(settings.logging.level, settings.logging.format, role="host")
+                _serve(settings, boots, publish_kick, pidfile, app_engine, Host)
+        return
+    _serve(settings, boots, publish_kick, pidfile, app_engine, Host)
+
+
+def _serve(
+    settings: Settings, boots: list[Any], publish_kick: Any, pidfile: Path, app_engine: Any, host_cls: Any
+) -> None:
+    pidfile.parent.mkdir(parents=True, exist_ok=True)
+    pidfile.write_text(str(os.getpid()))
+    engine = app_engine(settings)
+    try:
+        asyncio.run(host_cls(settings, engine, boots, publish_kick).run())
+    finally:
+        if _read_pid(pidfile) == os.getpid():
+            pidfile.unlink(missing_ok=True)
+        engine.dispose()
+
+
+@host_main.command(help="Stop a daemonized host (SIGTERM via the pidfile).")
+@click.option("--timeout", default=15.0, show_default=True)
+def stop(timeout: float) -> None:
+    settings = _settings()
+    pid = _read_pid(settings.pidfile)
+    if pid is None:
+        _fail("the host is not running", code=1)
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            console.print(f"stopped (pid {pid})")
+            return
+        time.sleep(0.1)
+    _fail(f"pid {pid} did not stop within {timeout:.0f} s")
+
+
+def _status_snapshot(settings: Settings) -> dict[str, Any]:
+    from microclaw.status import collect_status
+    from microclaw.wiring import app_engine, bootstrap_database
+
+    bootstrap_database(settings)
+    engine = app_engine(settings)
+    try:
+        snapshot = collect_status(settings, engine)
+    finally:
+        engine.dispose()
+    pid = _read_pid(settings.pidfile)
+    snapshot["host"] = {"pid": pid, "http": settings.http.base_url, "reachable": _host_reachable(settings)}
+    return snapshot
+
+
+def _host_reachable(settings: Settings) -> bool:
+    try:
+        return httpx.get(f"{settings.http.base_url}/status", timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@host_main.command(help="Show connectors, queues, leases, workers, sandbox and next scheduled runs.")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON snapshot.")
+def status(as_json: bool) -> None:
+    settings = _settings()
+    configure_logging("WARNING", "text")
+    snap = _status_snapshot(settings)
+    if as_json:
+        console.print_json(json.dumps(snap))
+        return
+    host = snap["host"]
+    console.print(
+        f"[bold]host[/]: {'up' if host['reachable'] else 'down'} (pid {host['pid'] or '-'}) "
+        f"{host['http']}   broker: {snap['broker']}   timezone: {snap['timezone']}"
+    )
+    table = Table(title="connectors")
+    for col in ("name", "state", "detail", "last error", "last event"):
+        table.add_column(col)
+    for c in snap["connectors"]:
+        ago = (
+            f"{(time.time() * 1000 - c['last_event_at_ms']) / 1000:.0f}s ago"
+            if c["last_event_at_ms"]
+            else "-"
+        )
+        table.add_row(c["name"], c["state"], c["detail"] or "", c["last_error"] or "", ago)
+    console.print(table)
+    workers = Table(title="workers")
+    for col in ("role", "name", "alive", "last seen"):
+        workers.add_column(col)
+    for w in snap["workers"]:
+        workers.add_row(
+            w["role"],
+            w["name"],
+            "yes" if w["alive"] else "[red]no[/]",
+            f"{w['last_seen_ms_ago'] / 1000:.0f}s ago",
+        )
+    console.print(workers)
+    console.print(
+        f"queues: {snap['queues'] or '-'}   runs in progress: {snap['runs_in_progress']}   "
+        f"leases held: {len(snap['leases'])}   outbox: {snap['outbox'] or '-'}"
+    )
+    console.print(_sandbox_line(snap["sandbox"]))
+    for task in snap["scheduler_next_runs"]:
+        console.print(f"next run: {task['next_run']}  {task['id']}  {task['schedule']}  ({task['chat_jid']})")
+
+
+def _sandbox_line(sb: dict[str, Any]) -> str:
+    """``sandbox: <state>[: reason]  (backend, image, worker, age)`` for `status`."""
+    colour = {"ready": "green", "unavailable": "red", "stale": "yellow"}.get(sb.get("state", ""), "")
+    state = f"[{colour}]{sb.get('state')}[/]" if colour else str(sb.get("state"))
+    reason = f": {sb['reason']}" if sb.get("reason") and sb.get("state") != "ready" else ""
+    facts = [f"backend {sb.get('backend')}", f"image {sb.get('image')}"]
+    if sb.get("worker"):
+        facts.append(f"worker {sb['worker']}")
+    if sb.get("updated_ms_ago") is not None:
+        facts.append(f"checked {sb['updated_ms_ago'] / 1000:.0f}s ago")
+    if sb.get("missing_credentials"):
+        facts.append(f"unset credential variables: {', '.join(sb['missing_credentials'])}")
+    return f"[bold]sandbox[/]: {state}{reason}  ({', '.join(facts)})"
+
+
+@host_main.command(help="Exit 0 when the host answers and router, outbound and beat are alive.")
+def health() -> None:
+    from microclaw.status import health_problems
+
+    settings = _settings()
+    configure_logging("WARNING", "text")
+    snap = _status_snapshot(settings)
+    problems = health_problems(snap)
+    if not snap["host"]["reachable"]:
+        problems.insert(0, f"host not reachable at {settings.http.base_url}")
+    if problems:
+        for problem in problems:
+            err.print(f"[red]unhealthy:[/] {problem}")
+        sys.exit(1)
+    console.print("healthy")
+
+
+@host_main.command(help="Push one synthetic message through router -> agent -> outbox, offline.")
+def smoke() -> None:
+    from microclaw.smoke import run_smoke
+
+    settings = _settings()
+    configure_logging("WARNING", "text")
+    result = run_smoke(settings)
+    if result.reply is None:
+        _fail(f"smoke failed: no reply was delivered for {result.sent!r}")
+    console.print(f"sent:      {result.sent}")
+    console.print(f"delivered: {result.reply}")
+
+
+@host_main.command(help="Bring the database schema up to date.")
+def migrate() -> None:
+    from microclaw.store.db import migrate as run_migrations
+
+    settings = _settings()
+    configure_logging("WARNING", "text")
+    try:
+        revision = run_migrations(settings.store.db_path, busy_timeout_s=settings.store.busy_timeout_s)
+    except PermanentStoreError as exc:
+        _fail(str(exc))
+    console.print(f"database {settings.store.db_path} at revision {revision}")
+
+
+# --- microclaw ------------------------------------------------------------------------------
+
+
+@click.group(help="Talk to your MicroClaw assistant.")
+def main() -> None:
+    pass
+
+
+@main.command(help="Chat through the local channel. With -m, send one message and print the reply.")
+@click.option("-m", "--message", help="Send this one message, print the reply, exit.")
+@click.option("--chat-id", default=None, help="Local chat address (default: the main local chat).")
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for a reply with -m.")
+def chat(message: str | None, chat_id: str | None, timeout: float) -> None:
+    settings = _settings()
+    base = settings.http.base_url
+    with httpx.Client(base_url=base, timeout=40.0) as client:
+        try:
+            after = _latest_reply_id(client, chat_id)
+        except httpx.ConnectError:
+            _fail(f"the host is not running at {base}; start it with `make run` or `honcho start`")
+        if message is not None:
+            _send(client, message, chat_id)
+            replies = _wait_replies(client, chat_id, after, timeout)
+            if not replies:
+                _fail(f"no reply within {timeout:.0f} s (is a worker running? see `microclaw-host status`)")
+            for reply in replies:
+                console.print(reply["text"])
+            return
+        console.print(f"[dim]Connected to {base}. Type a message; Ctrl-D to quit.[/]")
+        while True:
+            try:
+                line = console.input("[bold cyan]you>[/] ")
+            except (EOFError, KeyboardInterrupt):
+                console.print()
+                return
+            if not line.strip():
+                continue
+            _send(client, line, chat_id)
+            with console.status("thinking…"):
+                replies = _wait_replies(client, chat_id, after, timeout)
+            for reply in replies:
+                console.print(f"[bold green]{settings.assistant_name}>[/] {reply['text']}")
+                after = max(after, reply["id"])
+            if not replies:
+                console.print("[yellow](no reply yet; it will show up with your next message)[/]")
+
+
+def _latest_reply_id(client: httpx.Client, chat_id: str | None) -> int:
+    after = 0
+    while True:
+        params: dict[str, Any] = {"after": after}
+        if chat_id:
+            params["chat_id"] = chat_id
+        items = client.get("/api/chat/replies", params=params).json()["replies"]
+        if not items:
+            return after
+        after = items[-1]["id"]
+
+
+def _send(client: httpx.Client, text: str, chat_id: str | None) -> None:
+    body = {"text": text, "client_id": uuid.uuid4().hex}
+    if chat_id:
+        body["chat_id"] = chat_id
+    response = client.post("/api/chat", json=body)
+    if response.status_code != 202:
+        _fail(response.json().get("error", response.text))
+
+
+def _wait_replies(
+    client: httpx.Client, chat_id: str | None, after: int, timeout: float
+) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        params: dict[str, Any] = {"after": after, "wait": min(25.0, max(0.1, deadline - time.monotonic()))}
+        if chat_id:
+            params["chat_id"] = chat_id
+        items = client.get("/api/chat/replies", params=params).json()["replies"]
+        if items:
+            return items
+    return []
+
+
+@main.command(
+    "import-nanoclaw",
+    help="Import a NanoClaw v1 store (PATH: its store/messages.db): chats, messages, groups, tasks with "
+    "run logs, sessions and cursors. Safe to re-run; prints counts per table.",
+)
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option(
+    "--groups-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="NanoClaw's groups/ folder: copy each imported group's files (CLAUDE.md, ...), never overwriting.",
+)
+@click.option("--dry-run", is_flag=True, help="Show what would be imported; write nothing.")
+@click.option("--assistant-name", default=None, help="NanoClaw's ASSISTANT_NAME (default: ours).")
+def import_nanoclaw(path: Path, groups_dir: Path | None, dry_run: bool, assistant_name: str | None) -> None:
+    from microclaw.importer import run_command
+
+    settings = _settings()
+    configure_logging("ERROR", "text")
+    sys.exit(
+        run_command(settings, path, groups_dir=groups_dir, dry_run=dry_run, assistant_name=assistant_name)
+    )
+
+
+@host_main.command(
+    "register-group",
+    help="Let the assistant work in a chat: register JID (e.g. tg:-1001234567890, dc:123456789012345678) "
+    "as a group with its own folder. Telegram's /chatid command tells a chat's JID.",
+)
+@click.argument("jid")
+@click.option("--name", required=True, help="A display name for the group.")
+@click.option("--folder", required=True, help="Its folder under groups_dir, e.g. telegram_dev-team.")
+@click.option("--trigger", default=None, help="Its trigger word (default: the configured trigger).")
+@click.option("--no-trigger-required", is_flag=True, help="Answer every message, not only triggered ones.")
+def register_group(jid: str, name: str, folder: str, trigger: str | None, no_trigger_required: bool) -> None:
+    from microclaw.store import groups
+    from microclaw.store.db import write_tx
+    from microclaw.wiring import app_engine, bootstrap_database
+
+    settings = _settings()
+    configure_logging("WARNING", "text")
+    prefix, _, chat = jid.partition(":")
+    if not prefix or not chat:
+        _fail(f"{jid!r} is not a chat address; expected <channel>:<id>, e.g. tg:-1001234567890")
+    bootstrap_database(settings)
+    engine = app_engine(settings)
+    try:
+        with write_tx(engine) as conn:
+            group = groups.register_group(
+                conn,
+                jid=jid,
+                name=name,
+                folder=folder,
+                trigger=trigger or settings.trigger,
+                requires_trigger=False if no_trigger_required else None,
+            )
+    except ValueError as exc:
+        _fail(str(exc))
+    finally:
+        engine.dispose()
+    (settings.groups_dir / group.folder).mkdir(parents=True, exist_ok=True)
+    needs = "every message" if no_trigger_required else f"messages starting with {group.trigger}"
+    console.print(f"registered {jid} as {name!r} (folder {group.folder}); the assistant answers {needs}")

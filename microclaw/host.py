@@ -1,0 +1,183 @@
+"""The host process: connectors' listening loops and the localhost control surface.
+
+`run_host()` wires what the entry point built: each active connector's ``listen`` runs in its
+own supervised task (a crash is recorded in ``connector_status`` and restarted with exponential
+backoff; it never takes the host down), every inbound envelope is made durable in a worker
+thread before ``deliver`` returns (so the connector acknowledges the platform only then), and
+the Starlette app is served by uvicorn on loopback. SIGTERM/SIGINT stop it cleanly.
+
+The host never calls the LLM and never runs tools.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import uvicorn
+from sqlalchemy import Engine
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from microclaw.config import Settings
+from microclaw.connectors.base import BaseConnector
+from microclaw.connectors.local import LocalConnector
+from microclaw.control import create_control_app
+from microclaw.envelope import Envelope
+from microclaw.errors import EnvelopeError, PermanentConnectorError
+from microclaw.inbound import ingest_and_kick, reject
+from microclaw.status import collect_status, health_problems
+from microclaw.store.db import now_ms, write_tx
+from microclaw.store.models import ConnectorStatus
+from microclaw.wiring import ConnectorBoot, sender_allowlist_loader
+
+logger = logging.getLogger(__name__)
+_CS = ConnectorStatus.__table__
+RESTART_MAX_DELAY_S = 60.0
+# A listener that ran this long before failing was healthy: its backoff starts over.
+HEALTHY_RUN_S = 60.0
+
+
+def record_connector(
+    engine: Engine,
+    name: str,
+    state: str,
+    *,
+    detail: str | None = None,
+    error: str | None = None,
+    event: bool = False,
+) -> None:
+    """Upsert one connector's status row."""
+    now = now_ms()
+    values: dict[str, Any] = {"name": name, "state": state, "updated_at_ms": now}
+    if detail is not None:
+        values["detail"] = detail
+    if error is not None:
+        values["last_error"] = error
+    if event:
+        values["last_event_at_ms"] = now
+    stmt = sqlite_insert(_CS).values(**values)
+    with write_tx(engine) as conn:
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["name"], set_={k: v for k, v in values.items() if k != "name"}
+            )
+        )
+
+
+class Host:
+    """Runs connectors and the control surface until stopped."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        boots: list[ConnectorBoot],
+        publish_kick: Callable[[str], object],
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.boots = boots
+        self.publish_kick = publish_kick
+        self.allowlist = sender_allowlist_loader(settings)
+        self.connectors: list[BaseConnector] = [b.connector for b in boots if b.connector is not None]
+        self.local = next((c for c in self.connectors if isinstance(c, LocalConnector)), None)
+        self._stop = asyncio.Event()
+        self.server: uvicorn.Server | None = None
+
+    def _ingest(self, envelope: Envelope) -> None:
+        ingest_and_kick(self.engine, envelope, self.publish_kick, allowlist=self.allowlist)
+        record_connector(self.engine, envelope.source, "active", event=True)
+
+    def deliver_for(self, connector: BaseConnector) -> Callable[[Envelope], Any]:
+        async def deliver(envelope: Envelope) -> None:
+            # Durable before returning: the connector acknowledges the platform after this.
+            await asyncio.to_thread(self._ingest, envelope)
+
+        return deliver
+
+    async def _supervise(self, connector: BaseConnector) -> None:
+        attempt = 0
+        while not self._stop.is_set():
+            attempt += 1
+            started = asyncio.get_running_loop().time()
+            try:
+                record_connector(self.engine, connector.name, "active", detail="listening")
+                await connector.listen(self.deliver_for(connector))
+                attempt = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if asyncio.get_running_loop().time() - started >= HEALTHY_RUN_S:
+                    attempt = 1  # it had been working: a fresh failure, not a failing streak
+                delay = (
+                    RESTART_MAX_DELAY_S
+                    if isinstance(exc, PermanentConnectorError)
+                    else min(RESTART_MAX_DELAY_S, 2.0 ** (attempt - 1))
+                )
+                logger.error(
+                    "connector %s failed: %s; restarting in %.0f s",
+                    connector.name,
+                    exc,
+                    delay,
+                    extra={"connector": connector.name},
+                    exc_info=not isinstance(exc, PermanentConnectorError),
+                )
+                record_connector(self.engine, connector.name, "error", error=f"{type(exc).__name__}: {exc}")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), timeout=delay)
+
+    async def status(self) -> dict[str, Any]:
+        return await asyncio.to_thread(collect_status, self.settings, self.engine)
+
+    async def _reject(self, error: EnvelopeError) -> None:
+        await asyncio.to_thread(reject, self.engine, error, source="local")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.server is not None:
+            self.server.should_exit = True
+
+    async def run(self) -> None:
+        for boot in self.boots:
+            record_connector(
+                self.engine,
+                boot.name,
+                boot.state,
+                detail=boot.detail,
+                error=boot.detail if boot.state == "error" else None,
+            )
+        app = create_control_app(
+            status=self.status, problems=health_problems, local=self.local, on_reject=self._reject
+        )
+        config = uvicorn.Config(
+            app,
+            host=self.settings.http.host,
+            port=self.settings.http.port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+        )
+        self.server = uvicorn.Server(config)
+        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+        tasks = [asyncio.create_task(self._supervise(c), name=f"connector-{c.name}") for c in self.connectors]
+        server_task = asyncio.create_task(self.server.serve(), name="http")
+        logger.info(
+            "host running",
+            extra={"http": self.settings.http.base_url, "connectors": [c.name for c in self.connectors]},
+        )
+        await self._stop.wait()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await server_task
+        for connector in self.connectors:
+            await connector.close()
+            record_connector(self.engine, connector.name, "stopped")
+        logger.info("host stopped")

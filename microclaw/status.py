@@ -1,0 +1,148 @@
+"""Status: one snapshot of everything a user asks "is it working?" about.
+
+`collect_status()` reads the app database and the broker (never the platforms): connectors
+(active / skipped / error, last error, last event), broker queue depths, group leases held,
+runs in progress, outbox counts, worker and beat liveness (heartbeat rows), the next scheduled
+runs and sandbox readiness (the ``component_status`` row the sandbox worker keeps current).
+`health_problems()` reduces it to the list of reasons the system is not healthy (empty:
+healthy); an unavailable sandbox is reported but is not unhealthy (a machine without a
+container runtime still chats; its tools fail hard). Rendering is the CLI's job.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import Connection, Engine, func, select
+
+from microclaw.broker import queue_depths
+from microclaw.config import Settings
+from microclaw.store import outbox
+from microclaw.store.db import now_ms, read_tx
+from microclaw.store.models import (
+    ComponentStatus,
+    ConnectorStatus,
+    Lease,
+    Run,
+    ScheduledTask,
+    WorkerHeartbeat,
+)
+
+HEARTBEAT_STALE_MS = 20_000
+
+
+def sandbox_status(conn: Connection, settings: Settings, now: int) -> dict[str, Any]:
+    """The sandbox worker's last readiness report; ``stale`` when it stopped reporting.
+
+    ``state`` is ``ready``, ``unavailable`` (``reason`` says why), ``stopped``, ``stale`` (the
+    worker stopped reporting; ``last_state`` is what it said) or ``unknown`` (never reported).
+    """
+    t = ComponentStatus.__table__
+    row = conn.execute(select(t).where(t.c.name == "sandbox")).first()
+    base = {"backend": settings.sandbox.backend, "image": settings.sandbox.image}
+    if row is None:
+        return {**base, "state": "unknown", "ready": None, "reason": "no sandbox worker has reported yet"}
+    detail = json.loads(row.detail) if row.detail else {}
+    age = now - row.updated_at_ms
+    state = row.state
+    stale_after = int(settings.sandbox.readiness_interval_s * 3000) + HEARTBEAT_STALE_MS
+    if state != "stopped" and age > stale_after:
+        state = "stale"
+    return {
+        **base,
+        **detail,
+        "state": state,
+        "last_state": row.state,
+        "ready": state == "ready",
+        "updated_ms_ago": age,
+    }
+
+
+def collect_status(
+    settings: Settings,
+    engine: Engine,
+    *,
+    sandbox_probe: Callable[[], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """A JSON-serialisable status snapshot."""
+    now = now_ms()
+    cs, lt, rt, tt, ht = (
+        ConnectorStatus.__table__,
+        Lease.__table__,
+        Run.__table__,
+        ScheduledTask.__table__,
+        WorkerHeartbeat.__table__,
+    )
+    with read_tx(engine) as conn:
+        connectors = [
+            {
+                "name": r.name,
+                "state": r.state,
+                "detail": r.detail,
+                "last_error": r.last_error,
+                "last_event_at_ms": r.last_event_at_ms,
+            }
+            for r in conn.execute(select(cs).order_by(cs.c.name))
+        ]
+        held = [
+            {"name": r.name, "holder": r.holder, "token": r.token, "expires_in_ms": r.expires_at_ms - now}
+            for r in conn.execute(select(lt).where(lt.c.holder.is_not(None), lt.c.expires_at_ms > now))
+        ]
+        running = int(
+            conn.execute(select(func.count()).select_from(rt).where(rt.c.status == "running")).scalar_one()
+        )
+        next_runs = [
+            {
+                "id": r.id,
+                "chat_jid": r.chat_jid,
+                "schedule": f"{r.schedule_type} {r.schedule_value}",
+                "next_run": r.next_run,
+            }
+            for r in conn.execute(
+                select(tt)
+                .where(tt.c.status == "active", tt.c.next_run.is_not(None))
+                .order_by(tt.c.next_run)
+                .limit(5)
+            )
+        ]
+        workers = [
+            {
+                "name": r.name,
+                "role": r.role,
+                "pid": r.pid,
+                "alive": now - r.last_seen_ms < HEARTBEAT_STALE_MS,
+                "last_seen_ms_ago": now - r.last_seen_ms,
+            }
+            for r in conn.execute(select(ht).order_by(ht.c.role, ht.c.name))
+        ]
+        outbox_counts = outbox.counts(conn)
+        sandbox = sandbox_status(conn, settings, now)
+    return {
+        "assistant_name": settings.assistant_name,
+        "timezone": settings.timezone,
+        "db_path": str(settings.store.db_path),
+        "broker": "sqlite" if settings.broker.is_sqlite else settings.broker.url.split("://", 1)[0],
+        "connectors": connectors,
+        "queues": queue_depths(settings.broker.url),
+        "leases": held,
+        "runs_in_progress": running,
+        "outbox": outbox_counts,
+        "workers": workers,
+        "scheduler_next_runs": next_runs,
+        "sandbox": sandbox_probe() if sandbox_probe else sandbox,
+    }
+
+
+def health_problems(status: dict[str, Any]) -> list[str]:
+    """Why the system is unhealthy; an empty list means healthy."""
+    problems = []
+    for c in status["connectors"]:
+        if c["state"] == "error":
+            problems.append(f"connector {c['name']}: {c['last_error'] or c['detail']}")
+    alive_roles = {role for w in status["workers"] if w["alive"] for role in w["role"].split(",")}
+    for role in ("microclaw.router", "microclaw.outbound", "beat"):
+        if role not in alive_roles:
+            problems.append(f"no live {role} process")
+    return problems

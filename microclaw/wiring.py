@@ -1,0 +1,285 @@
+"""The composition root: turns validated `Settings` into the objects each process runs with.
+
+Entry points (the host, the Celery app, the CLI) call these builders; nothing else reads
+settings. Builders are cheap and side-effect free except `bootstrap_database`, which migrates
+the app database and registers the local main group at first boot. The sandbox builders
+(`sandbox_config`, `sandbox_audit`, `build_sandbox`) run only in the sandbox worker: that is
+where credential values are read from the environment, and the only process that loads a
+container backend.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Engine
+
+from microclaw.config import Settings
+from microclaw.connectors import CONNECTORS
+from microclaw.connectors.base import BaseConnector, ConnectorSettings
+from microclaw.core.senders import SenderAllowlist, load_sender_allowlist
+from microclaw.errors import ConfigError
+from microclaw.registry import load_class
+from microclaw.router import RouterConfig
+from microclaw.store import groups
+from microclaw.store.audit import record_now
+from microclaw.store.db import create_sqlite_engine, migrate, write_tx
+
+if TYPE_CHECKING:
+    from microclaw.sandbox.base import SandboxConfig
+    from microclaw.sandbox.service import SandboxService
+
+logger = logging.getLogger(__name__)
+
+# Environment variables holding each connector's secrets (read here, at the entry point).
+CONNECTOR_SECRETS: Mapping[str, tuple[str, ...]] = {
+    "email": ("EMAIL_IMAP_PASSWORD", "EMAIL_SMTP_PASSWORD"),
+    "telegram": ("TELEGRAM_BOT_TOKEN",),
+    "discord": ("DISCORD_BOT_TOKEN",),
+}
+
+
+def app_engine(settings: Settings) -> Engine:
+    return create_sqlite_engine(settings.store.db_path, busy_timeout_s=settings.store.busy_timeout_s)
+
+
+def worker_name(role: str) -> str:
+    return f"{role}@{socket.gethostname()}:{os.getpid()}"
+
+
+def router_config(settings: Settings) -> RouterConfig:
+    return RouterConfig(
+        assistant_name=settings.assistant_name,
+        default_trigger=settings.trigger,
+        timezone=settings.timezone,
+        groups_dir=settings.groups_dir,
+        max_messages_per_prompt=settings.router.max_messages_per_prompt,
+        lease_ttl_ms=int(settings.router.lease_ttl_s * 1000),
+        retry_delays_ms=tuple(int(d * 1000) for d in settings.router.retry_delays_s),
+    )
+
+
+def sender_allowlist_loader(settings: Settings) -> Callable[[], SenderAllowlist]:
+    """Re-reads the allowlist file on every call (edits take effect at once)."""
+    path = settings.sender_allowlist_path
+    return lambda: load_sender_allowlist(path)
+
+
+@dataclass(frozen=True)
+class ConnectorBoot:
+    """What happened to one configured connector at boot."""
+
+    name: str
+    state: str  # "active" | "skipped" | "error"
+    detail: str
+    connector: BaseConnector | None = None
+
+
+def connector_settings(settings: Settings, name: str) -> ConnectorSettings:
+    return ConnectorSettings(
+        name=name,
+        options=settings.connectors.get(name, {}),
+        data_dir=settings.data_dir,
+        assistant_name=settings.assistant_name,
+        max_text_bytes=settings.router.max_text_bytes,
+        secrets={k: os.environ[k] for k in CONNECTOR_SECRETS.get(name, ()) if os.environ.get(k)},
+    )
+
+
+def build_connectors(settings: Settings) -> list[ConnectorBoot]:
+    """Every connector named in settings: enabled ones built, missing credentials skipped."""
+    results: list[ConnectorBoot] = []
+    for name, options in settings.connectors.items():
+        if not options.get("enabled", False):
+            results.append(ConnectorBoot(name, "skipped", "disabled in settings"))
+            continue
+        cls = load_class(CONNECTORS, name, f"connectors.{name}")
+        try:
+            connector = cls.from_settings(connector_settings(settings, name))
+        except ConfigError as exc:
+            logger.warning("connector %s skipped: %s", name, exc, extra={"connector": name})
+            results.append(ConnectorBoot(name, "skipped", str(exc)))
+            continue
+        except Exception as exc:
+            logger.exception("connector %s failed to start", name, extra={"connector": name})
+            results.append(ConnectorBoot(name, "error", f"{type(exc).__name__}: {exc}"))
+            continue
+        results.append(ConnectorBoot(name, "active", "configured", connector))
+    return results
+
+
+def bootstrap_database(settings: Settings) -> str:
+    """Migrate the app database and register the local main group on first boot.
+
+    Raises `PermanentStoreError` when migration fails (the boot must stop).
+    """
+    for directory in (settings.data_dir, settings.groups_dir):
+        directory.mkdir(parents=True, exist_ok=True)
+    revision = migrate(settings.store.db_path, busy_timeout_s=settings.store.busy_timeout_s)
+    local = settings.connectors.get("local", {})
+    if local.get("enabled", False):
+        chat_id = str(local.get("chat_id") or "local:main")
+        folder = str(local.get("folder") or "local_main")
+        engine = app_engine(settings)
+        try:
+            with write_tx(engine) as conn:
+                if groups.get_group(conn, chat_id) is None:
+                    has_main = any(g.is_main for g in groups.all_groups(conn))
+                    groups.register_group(
+                        conn,
+                        jid=chat_id,
+                        name="Local chat",
+                        folder=folder,
+                        trigger=settings.trigger,
+                        is_main=not has_main,
+                    )
+                    logger.info("registered the local chat as a group", extra={"chat_jid": chat_id})
+        finally:
+            engine.dispose()
+        (settings.groups_dir / folder).mkdir(parents=True, exist_ok=True)
+    return revision
+
+
+# --- sandbox (the sandbox worker only) ----------------------------------------------------
+
+REDACTED = "<redacted>"
+# Audit kinds that are allow/deny decisions by nature; the rest is decided per row below.
+_AUDIT_DECISIONS: Mapping[str, str] = {
+    "egress.allow": "allow",
+    "egress.deny": "deny",
+    "egress.error": "error",
+    "sandbox.denied": "deny",
+    "sandbox.unavailable": "error",
+}
+
+
+def sandbox_credentials(
+    settings: Settings, environ: Mapping[str, str] | None = None
+) -> tuple[dict[str, dict[str, str]], list[str]]:
+    """Resolve ``egress_credentials`` references: (host -> header -> value, unset variables).
+
+    A header whose variable is unset or empty is left out (the upstream then answers as it
+    does to anonymous callers) and its variable is returned so readiness can say so.
+    """
+    env = os.environ if environ is None else environ
+    resolved: dict[str, dict[str, str]] = {}
+    missing: list[str] = []
+    for host, headers in settings.sandbox.egress_credentials.items():
+        for header, variable in headers.items():
+            value = env.get(variable)
+            if value:
+                resolved.setdefault(host, {})[header] = value
+            else:
+                missing.append(variable)
+    return resolved, sorted(set(missing))
+
+
+def sandbox_config(settings: Settings, environ: Mapping[str, str] | None = None) -> SandboxConfig:
+    """The frozen ``SandboxConfig`` for these settings, with credential values from ``environ``."""
+    from microclaw.sandbox.base import SandboxConfig
+
+    sb = settings.sandbox
+    credentials, missing = sandbox_credentials(settings, environ)
+    for variable in missing:
+        logger.warning("sandbox credential variable %s is not set; that header is not injected", variable)
+    return SandboxConfig(
+        image=sb.image,
+        memory=sb.memory,
+        cpus=sb.cpus,
+        pids_limit=sb.pids_limit,
+        idle_timeout_s=sb.idle_timeout_s,
+        exec_timeout_s=sb.exec_timeout_s,
+        max_exec_timeout_s=sb.max_exec_timeout_s,
+        max_output_bytes=sb.max_output_bytes,
+        max_file_bytes=sb.max_file_bytes,
+        groups_dir=settings.groups_dir,
+        global_dir=settings.groups_dir / "global",
+        run_dir=sb.run_dir,
+        mount_allowlist_path=settings.mount_allowlist_path,
+        network_allowlists=dict(sb.network_allowlists),
+        egress_credentials=credentials,
+        egress_https_hosts=frozenset(sb.egress_https_hosts),
+        egress_ca_file=sb.egress_ca_file,
+        egress_connect_timeout_s=sb.egress_connect_timeout_s,
+        egress_port=sb.egress_port,
+        label_prefix=sb.label_prefix,
+        instance=sb.instance,
+        user=sb.user,
+        tmpfs_size=sb.tmpfs_size,
+        docker_url=sb.docker_url,
+        exec_transport=sb.exec_transport,
+        start_timeout_s=sb.start_timeout_s,
+        api_timeout_s=sb.api_timeout_s,
+        apple_cli=sb.apple_cli,
+    )
+
+
+def redactor(secrets: Iterable[str]) -> Callable[[Any], Any]:
+    """A function that replaces every occurrence of ``secrets`` in strings nested in a value."""
+    needles = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+
+    def scrub(value: Any) -> Any:
+        if not needles:
+            return value
+        if isinstance(value, str):
+            for needle in needles:
+                if needle in value:
+                    value = value.replace(needle, REDACTED)
+            return value
+        if isinstance(value, Mapping):
+            return {k: scrub(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [scrub(v) for v in value]
+        return value
+
+    return scrub
+
+
+def sandbox_audit_decision(kind: str, data: Mapping[str, Any]) -> str | None:
+    """The audit row's ``decision`` for a sandbox event (None for lifecycle events)."""
+    if kind == "sandbox.mount":
+        return "allow" if data.get("allowed") else "deny"
+    if kind == "sandbox.exec":
+        return "error" if "error" in data else "allow"
+    return _AUDIT_DECISIONS.get(kind)
+
+
+def sandbox_audit(engine: Engine, secrets: Iterable[str] = ()) -> Callable[..., None]:
+    """``audit(kind, *, group, **data)`` for ``SandboxService``: one audit row per call.
+
+    The group folder goes into the detail as ``group``. Every string is scrubbed of the
+    credential values first, so a secret that leaked into an argv or an error message still
+    never reaches the table. A failed write is logged and swallowed: auditing must not turn
+    a tool call (or the egress proxy's event loop) into a crash.
+    """
+    scrub = redactor(secrets)
+
+    def audit(kind: str, *, group: str | None, **data: Any) -> None:
+        detail = scrub(data)
+        try:
+            record_now(engine, kind, decision=sandbox_audit_decision(kind, data), group=group, **detail)
+        except Exception:
+            logger.error("could not write the %s audit row", kind, exc_info=True, extra={"group": group})
+
+    return audit
+
+
+def build_sandbox(
+    settings: Settings, engine: Engine, environ: Mapping[str, str] | None = None
+) -> SandboxService:
+    """The sandbox worker's ``SandboxService``: config, backend and audit to ``engine``.
+
+    Loads the backend module (and its SDK) only now. Raises ConfigError for an unknown backend.
+    """
+    from microclaw.sandbox import load_backend
+    from microclaw.sandbox.service import SandboxService
+
+    config = sandbox_config(settings, environ)
+    secrets = [value for headers in config.egress_credentials.values() for value in headers.values()]
+    backend = load_backend(settings.sandbox.backend, config)
+    return SandboxService(backend, config, sandbox_audit(engine, secrets))

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs beyond Python packages, idempotently:
+# Debian packages (redis-server for the Redis-broker test and the benchmark, dovecot-imapd for
+# the email connector tests), and the offline sandbox test image (built from Debian's
+# busybox-static; no registry needed).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+need=()
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+# Dovecot's IMAP server for the email connector tests (dovecot-core, pulled in, ships dovecot-lda).
+[ -x /usr/lib/dovecot/imap ] || need+=(dovecot-imapd)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing Debian packages: ${need[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+if [ -x sandbox-image/build-test-image.sh ] || [ -f sandbox-image/build-test-image.sh ]; then
+  if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
+    bash sandbox-image/build-test-image.sh
+  elif [ -n "${CI:-}" ]; then
+    echo "error: CI is set but the Docker engine is not reachable; sandbox tests cannot run" >&2
+    exit 1
+  else
+    echo "warning: Docker engine not reachable; sandbox tests will be skipped" >&2
+  fi
+fi
