@@ -1,0 +1,38 @@
+"""Resource limits hold on the real engine: a fork bomb and a memory hog stay inside."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+pytestmark = pytest.mark.docker
+
+FORK_BOMB = "bomb() { bomb | bomb & }; bomb; sleep 5"
+MEMORY_HOG = "chunks = []\nwhile True:\n    chunks.append(bytearray(8 * 1024 * 1024))\n"
+
+
+def host_can_fork() -> bool:
+    return subprocess.run(["true"], check=False).returncode == 0
+
+
+def test_fork_bomb_is_contained_by_the_pids_limit(make_sandbox, docker_client) -> None:
+    sb = make_sandbox(pids_limit=48)
+    sb.service.ensure("alpha")
+    result = sb.service.exec("alpha", ["sh", "-c", FORK_BOMB], timeout=3)
+    assert result.timed_out or result.exit_code != 0
+    assert sb.container(docker_client, "alpha").attrs["HostConfig"]["PidsLimit"] == 48
+    assert host_can_fork()
+    # The bomb's process group was killed at the timeout; the sandbox is usable again.
+    after = sb.service.exec("alpha", ["sh", "-c", "echo alive; ps | wc -l"], timeout=10)
+    assert after.ok and after.stdout.startswith(b"alive"), after
+    assert int(after.stdout.split()[-1]) < 20
+
+
+def test_memory_hog_is_killed_and_the_host_is_fine(make_sandbox) -> None:
+    sb = make_sandbox(memory="64m")
+    result = sb.service.exec("alpha", ["python3", "-c", MEMORY_HOG], timeout=20)
+    assert result.exit_code == 137 and not result.timed_out  # SIGKILL from the cgroup OOM killer
+    assert host_can_fork()
+    # Either the executor survived or the container was replaced; the next call works.
+    assert sb.service.exec("alpha", ["echo", "fine"]).stdout == b"fine\n"

@@ -1,0 +1,112 @@
+"""Host tools on a real SQLite file: NanoClaw's authorization table and task semantics."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from microclaw.agent.providers.base import ToolCall
+from microclaw.agent.tools.base import Toolbox, ToolContext, ToolResult
+from microclaw.agent.tools.host import HostEnv, host_tools
+from microclaw.store import audit, groups, tasks
+from microclaw.store.db import read_tx, write_tx
+from tests.helpers import outbox_rows, register
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+MAIN = ToolContext("fake:main", "main_g", True)
+TEAM = ToolContext("fake:team", "team", False)
+
+
+@pytest.fixture
+def box(engine, tmp_path: Path) -> Toolbox:
+    register(engine, "fake:main", folder="main_g", is_main=True)
+    register(engine, "fake:team", folder="team")
+    env = HostEnv(engine, timezone="UTC", groups_dir=tmp_path / "groups", clock=lambda: NOW)
+    return Toolbox(host_tools(env), audit=lambda kind, **f: audit.record_now(engine, kind, **f))
+
+
+def use(box: Toolbox, ctx: ToolContext, tool: str, **args: Any) -> ToolResult:
+    return box.execute(ctx, ToolCall("1", tool, args))
+
+
+def task_id(result: ToolResult) -> str:
+    assert not result.is_error, result.content
+    return result.content.split()[1]
+
+
+def test_schedule_validates_and_computes_the_first_run(box: Toolbox, engine) -> None:
+    tid = task_id(
+        use(box, TEAM, "schedule_task", prompt="p", schedule_type="interval", schedule_value="60000")
+    )
+    with read_tx(engine) as conn:
+        task = tasks.get_task(conn, tid)
+    assert task is not None
+    assert (task.group_folder, task.next_run, task.context_mode) == (
+        "team",
+        "2026-03-01T12:01:00.000Z",
+        "group",
+    )
+    for value in ("0", "abc"):
+        bad = use(box, TEAM, "schedule_task", prompt="p", schedule_type="interval", schedule_value=value)
+        assert bad.is_error and "invalid schedule" in bad.content
+    zoned = use(
+        box, TEAM, "schedule_task", prompt="p", schedule_type="once", schedule_value="2026-03-02T10:00:00Z"
+    )
+    assert zoned.is_error and "without a timezone" in zoned.content
+
+
+def test_groups_manage_only_their_own_tasks_and_main_manages_all(box: Toolbox, engine) -> None:
+    mine = task_id(
+        use(box, TEAM, "schedule_task", prompt="p", schedule_type="cron", schedule_value="0 9 * * *")
+    )
+    theirs = task_id(
+        use(box, MAIN, "schedule_task", prompt="q", schedule_type="cron", schedule_value="0 9 * * *")
+    )
+    assert use(box, TEAM, "pause_task", task_id=theirs).content.startswith("denied:")
+    assert not use(box, TEAM, "pause_task", task_id=mine).is_error
+    assert "paused" in use(box, TEAM, "list_tasks").content
+    assert theirs not in use(box, TEAM, "list_tasks").content
+    assert theirs in use(box, MAIN, "list_tasks").content and mine in use(box, MAIN, "list_tasks").content
+    assert not use(box, MAIN, "resume_task", task_id=mine).is_error
+    assert use(box, TEAM, "cancel_task", task_id="nope").content == "no task 'nope'"
+    updated = use(box, TEAM, "update_task", task_id=mine, schedule_type="interval", schedule_value="120000")
+    assert not updated.is_error
+    with read_tx(engine) as conn:
+        task = tasks.get_task(conn, mine)
+    assert task is not None and (task.status, task.next_run) == ("active", "2026-03-01T12:02:00.000Z")
+    assert not use(box, MAIN, "cancel_task", task_id=mine).is_error
+    with read_tx(engine) as conn:
+        assert tasks.get_task(conn, mine) is None
+
+
+def test_register_group_is_main_only_and_never_grants_main(box: Toolbox, engine, tmp_path: Path) -> None:
+    args = {"jid": "fake:main", "name": "renamed", "folder": "main_g", "trigger": "@Andy"}
+    assert use(box, TEAM, "register_group", **args).content.startswith("denied:")
+    assert not use(box, MAIN, "register_group", **args).is_error
+    new = {"jid": "fake:new", "name": "new", "folder": "fake_new", "trigger": "@Andy"}
+    assert not use(box, MAIN, "register_group", **new).is_error
+    assert use(box, MAIN, "register_group", **{**new, "folder": "../x"}).content == "invalid folder '../x'"
+    with read_tx(engine) as conn:
+        main, created = groups.get_group(conn, "fake:main"), groups.get_group(conn, "fake:new")
+    assert main is not None and main.is_main and main.name == "renamed"  # re-registering keeps main
+    assert created is not None and not created.is_main and created.requires_trigger is False
+    assert (tmp_path / "groups" / "fake_new" / "logs").is_dir()
+    assert use(box, TEAM, "refresh_groups").content.startswith("denied:")
+    assert not use(box, MAIN, "refresh_groups").is_error
+
+
+def test_send_message_authorization_and_audit(box: Toolbox, engine) -> None:
+    assert use(box, TEAM, "send_message", text="hi", chat_jid="fake:main").content.startswith("denied:")
+    assert use(box, TEAM, "send_message", text="   ").content == "text must not be empty"
+    assert not use(box, TEAM, "send_message", text="to myself").is_error
+    assert not use(box, MAIN, "send_message", text="anywhere", chat_jid="tg:123").is_error
+    assert [(r.chat_jid, r.text) for r in outbox_rows(engine)] == [
+        ("fake:team", "to myself"),
+        ("tg:123", "anywhere"),
+    ]
+    with write_tx(engine) as conn:
+        kinds = [r["kind"] for r in audit.recent(conn)]
+    assert kinds.count("agent.send_message") == 2 and kinds.count("agent.tool_denied") == 1

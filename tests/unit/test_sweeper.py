@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from sqlalchemy import update
+
+from microclaw import leases
+from microclaw.inbound import ingest
+from microclaw.store import outbox
+from microclaw.store.db import now_ms, write_tx
+from microclaw.store.models import GroupState, OutboxEntry
+from microclaw.sweeper import sweep
+from tests.helpers import envelope, register
+
+
+def test_lost_kick_is_re_kicked_after_it_goes_stale(engine) -> None:
+    register(engine, "fake:g", requires_trigger=False)
+    ingest(engine, envelope("fake:g", "hi"))  # kick requested, but say the broker lost it
+    assert sweep(engine, stale_after_ms=60_000).kick == []  # not stale yet
+    with write_tx(engine) as conn:
+        conn.execute(update(GroupState.__table__).values(kick_requested_ms=now_ms() - 61_000))
+    assert sweep(engine, stale_after_ms=60_000).kick == ["fake:g"]
+    assert sweep(engine, stale_after_ms=60_000).kick == []  # marked outstanding again
+
+
+def test_live_lease_means_someone_is_on_it(engine) -> None:
+    register(engine, "fake:g", requires_trigger=False)
+    ingest(engine, envelope("fake:g", "hi"))
+    with write_tx(engine) as conn:
+        conn.execute(update(GroupState.__table__).values(kick_requested_ms=None))
+        leases.acquire(conn, leases.group_lease("fake:g"), "w", ttl_ms=60_000, now_ms=now_ms())
+    assert sweep(engine, stale_after_ms=1).kick == []
+
+
+def test_undelivered_and_stranded_replies_are_requeued(engine) -> None:
+    with write_tx(engine) as conn:
+        outbox.add(conn, key="a", chat_jid="fake:a", text="x")
+        outbox.add(conn, key="b", chat_jid="fake:b", text="y")
+    assert sweep(engine, stale_after_ms=60_000).deliver == []  # fresh: its deliver task is on its way
+    with write_tx(engine) as conn:
+        t = OutboxEntry.__table__
+        conn.execute(update(t).where(t.c.idempotency_key == "a").values(created_at_ms=0))
+        conn.execute(update(t).where(t.c.idempotency_key == "b").values(status="sending", claimed_at_ms=0))
+    assert sorted(sweep(engine, stale_after_ms=60_000).deliver) == ["fake:a", "fake:b"]

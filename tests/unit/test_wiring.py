@@ -1,0 +1,65 @@
+"""Connector boot: enabled ones built, disabled and unconfigured ones skipped with a reason."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Self
+
+import pytest
+
+from microclaw import connectors as registry
+from microclaw.config import load_settings
+from microclaw.connectors.base import BaseConnector, ConnectorSettings
+from microclaw.errors import ConfigError
+from microclaw.wiring import build_connectors
+
+
+class NeedsToken(BaseConnector):
+    """A tiny sibling that, like a real platform connector, refuses to start without a token."""
+
+    name: ClassVar[str] = "needs_token"
+    prefix: ClassVar[str] = "nt"
+
+    @classmethod
+    def from_settings(cls, settings: ConnectorSettings) -> Self:
+        if not settings.options.get("token"):
+            raise ConfigError("connectors.needs_token.token is not set", key="connectors.needs_token.token")
+        return cls()
+
+    async def listen(self, deliver):  # pragma: no cover - never started here
+        raise NotImplementedError
+
+    async def send(self, chat_id: str, text: str, *, idempotency_key: str) -> str:  # pragma: no cover
+        raise NotImplementedError
+
+
+class Explodes(NeedsToken):
+    name: ClassVar[str] = "explodes"
+
+    @classmethod
+    def from_settings(cls, settings: ConnectorSettings) -> Self:
+        raise RuntimeError("library not importable")
+
+
+def test_missing_credentials_skip_only_that_connector(isolated_env, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(registry.CONNECTORS, "needs_token", f"{__name__}:NeedsToken")
+    monkeypatch.setitem(registry.CONNECTORS, "explodes", f"{__name__}:Explodes")
+    monkeypatch.setenv("MICROCLAW_CONNECTORS__NEEDS_TOKEN__ENABLED", "true")
+    monkeypatch.setenv("MICROCLAW_CONNECTORS__EXPLODES__ENABLED", "true")
+    boots = {b.name: b for b in build_connectors(load_settings())}
+    assert boots["local"].state == "active" and boots["local"].connector is not None
+    assert boots["fake"].state == "skipped" and boots["fake"].detail == "disabled in settings"
+    assert boots["needs_token"].state == "skipped" and "token is not set" in boots["needs_token"].detail
+    assert boots["explodes"].state == "error" and "library not importable" in boots["explodes"].detail
+
+
+def test_unknown_connector_name_fails_listing_known_ones(isolated_env, monkeypatch) -> None:
+    monkeypatch.setenv("MICROCLAW_CONNECTORS__TELEPATHY__ENABLED", "true")
+    with pytest.raises(ConfigError, match="unknown name 'telepathy'; known: 'local', 'fake'"):
+        build_connectors(load_settings())
+
+
+def test_every_registered_connector_imports() -> None:
+    from microclaw.registry import load_class
+
+    for name in registry.CONNECTORS:
+        assert issubclass(load_class(registry.CONNECTORS, name, "x"), BaseConnector)

@@ -1,0 +1,106 @@
+"""workers.sandbox: the sandbox worker's runtime without a container engine (an unreachable
+Docker socket, and the Apple backend on Linux), on a real app database."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from celery.concurrency.prefork import TaskPool as PreforkPool
+from celery.concurrency.thread import TaskPool as ThreadPool
+
+from microclaw.config import load_settings
+from microclaw.errors import SandboxUnavailable
+from microclaw.status import collect_status
+from microclaw.wiring import app_engine, bootstrap_database
+from workers import sandbox as role
+
+
+@pytest.fixture
+def runtime_for(isolated_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    made: list[role.SandboxRuntime] = []
+    run_dir = Path(tempfile.mkdtemp(prefix="mc-", dir="/tmp"))  # short: Unix socket paths
+
+    def build(**env: str) -> role.SandboxRuntime:
+        monkeypatch.setenv("MICROCLAW_SANDBOX__RUN_DIR", str(run_dir))
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        settings = load_settings()
+        bootstrap_database(settings)
+        made.append(role.SandboxRuntime(settings, app_engine(settings)))
+        return made[-1]
+
+    yield build
+    for runtime in made:
+        runtime.shutdown()
+        runtime.engine.dispose()
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def test_unreachable_engine_blocks_every_call_until_orphans_can_be_removed(runtime_for, tmp_path) -> None:
+    runtime = runtime_for(MICROCLAW_SANDBOX__DOCKER_URL=f"unix://{tmp_path}/missing.sock")
+    with pytest.raises(SandboxUnavailable, match=r"missing\.sock"):
+        runtime.service()
+    assert "missing.sock" in runtime.refresh()
+    status = collect_status(runtime.settings, runtime.engine)["sandbox"]
+    assert status["state"] == "unavailable" and "missing.sock" in status["reason"]
+    assert status["backend"] == "docker" and status["worker"] == runtime.worker
+    runtime.shutdown()
+    assert collect_status(runtime.settings, runtime.engine)["sandbox"]["state"] == "stopped"
+
+
+def test_apple_backend_on_linux_reports_why(runtime_for) -> None:
+    runtime = runtime_for(MICROCLAW_SANDBOX__BACKEND="apple")
+    assert runtime.service().backend.name == "apple"  # nothing to clean up off macOS
+    assert runtime.refresh().startswith("not macOS")
+    with pytest.raises(SandboxUnavailable, match="not macOS"):
+        runtime.service().exec("alpha", ["true"])
+
+
+def test_missing_credential_variables_show_in_readiness(runtime_for, monkeypatch) -> None:
+    monkeypatch.delenv("MC_NOT_SET", raising=False)
+    runtime = runtime_for(
+        MICROCLAW_SANDBOX__BACKEND="apple",
+        MICROCLAW_SANDBOX__EGRESS_CREDENTIALS='{ "a.example" = { "X-Key" = "env:MC_NOT_SET" } }',
+    )
+    runtime.refresh()
+    assert collect_status(runtime.settings, runtime.engine)["sandbox"]["missing_credentials"] == [
+        "MC_NOT_SET"
+    ]
+
+
+def test_a_forking_pool_is_refused(runtime_for) -> None:
+    runtime = runtime_for(MICROCLAW_SANDBOX__BACKEND="apple")
+    with pytest.raises(SystemExit, match="one process"):
+        role.boot_worker(runtime.settings, SimpleNamespace(pool_cls=PreforkPool))
+
+
+def test_threads_pool_boots_and_shuts_down(runtime_for, monkeypatch) -> None:
+    runtime = runtime_for(MICROCLAW_SANDBOX__BACKEND="apple")
+    monkeypatch.setattr(role, "_runtime", None)
+    trace_log = logging.getLogger("celery.app.trace")
+    level = trace_log.level  # boot quiets it; restored below
+    role.boot_worker(runtime.settings, SimpleNamespace(pool_cls=ThreadPool))
+    try:
+        assert role.runtime().settings is runtime.settings
+        assert collect_status(runtime.settings, runtime.engine)["sandbox"]["state"] == "unavailable"
+    finally:
+        role.shutdown_worker()
+        role.runtime().engine.dispose()
+        trace_log.setLevel(level)
+    assert collect_status(runtime.settings, runtime.engine)["sandbox"]["state"] == "stopped"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a directory to another user")
+def test_a_run_dir_planted_by_another_user_is_refused(tmp_path: Path) -> None:
+    planted = tmp_path / "planted"
+    planted.mkdir()
+    os.chown(planted, 12345, 12345)
+    assert "not a directory owned by" in role.unsafe_run_dir(planted)
+    assert role.unsafe_run_dir(tmp_path / "fresh" / "run") is None
+    assert (tmp_path / "fresh" / "run").stat().st_mode & 0o777 == 0o700
