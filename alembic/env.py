@@ -15,7 +15,17 @@ target_metadata = Base.metadata
 
 def _run(connection: Connection) -> None:
     # render_as_batch: SQLite cannot ALTER most things in place; batch mode copies tables.
-    context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
+    # transactional_ddl: SQLite's DDL is transactional, but Alembic assumes not and commits after
+    # every step. Every process migrates at boot; one that read the version between another's
+    # steps re-ran a step ("table already exists") and stopped. As one BEGIN IMMEDIATE
+    # transaction the version is read under the write lock and a failed upgrade leaves the
+    # database untouched.
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        render_as_batch=True,
+        transactional_ddl=True,
+    )
     with context.begin_transaction():
         context.run_migrations()
 

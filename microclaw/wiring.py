@@ -91,8 +91,12 @@ def connector_settings(settings: Settings, name: str) -> ConnectorSettings:
     )
 
 
-def build_connectors(settings: Settings) -> list[ConnectorBoot]:
-    """Every connector named in settings: enabled ones built, missing credentials skipped."""
+def build_connectors(settings: Settings, *, quiet: bool = False) -> list[ConnectorBoot]:
+    """Every connector named in settings: enabled ones built, missing credentials skipped.
+
+    The host reports skipped connectors as warnings; worker children, which build only the
+    send side (``quiet``), log them at debug so one boot does not repeat them per process.
+    """
     results: list[ConnectorBoot] = []
     for name, options in settings.connectors.items():
         if not options.get("enabled", False):
@@ -102,7 +106,13 @@ def build_connectors(settings: Settings) -> list[ConnectorBoot]:
         try:
             connector = cls.from_settings(connector_settings(settings, name))
         except ConfigError as exc:
-            logger.warning("connector %s skipped: %s", name, exc, extra={"connector": name})
+            logger.log(
+                logging.DEBUG if quiet else logging.WARNING,
+                "connector %s skipped: %s",
+                name,
+                exc,
+                extra={"connector": name},
+            )
             results.append(ConnectorBoot(name, "skipped", str(exc)))
             continue
         except Exception as exc:

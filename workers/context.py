@@ -39,7 +39,7 @@ class ProcessContext:
 
     @cached_property
     def connectors(self) -> list[BaseConnector]:
-        return [b.connector for b in build_connectors(self.settings) if b.connector is not None]
+        return [b.connector for b in build_connectors(self.settings, quiet=True) if b.connector is not None]
 
     @cached_property
     def runner(self) -> asyncio.Runner:

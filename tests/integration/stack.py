@@ -111,20 +111,30 @@ def procfile_stack(root: Path, env: dict[str, str], *, healthy_within: float = 9
         )
         base = f"http://127.0.0.1:{env['MICROCLAW_HTTP__PORT']}"
 
+        last: list[str] = ["no answer yet"]
+
         def healthy() -> bool:
+            if stack.poll() is not None:
+                raise AssertionError(f"honcho exited with {stack.returncode}: a process of the stack stopped")
             try:
-                return httpx.get(f"{base}/health", timeout=2).status_code == 200
-            except httpx.HTTPError:
+                response = httpx.get(f"{base}/health", timeout=2)
+            except httpx.HTTPError as exc:
+                last[0] = f"{type(exc).__name__}: {exc}"
                 return False
+            last[0] = f"{response.status_code} {response.text}"
+            return response.status_code == 200
 
         try:
             wait_for(healthy, healthy_within, "the whole stack to report healthy", interval=0.5)
             yield base
         except BaseException:
-            print(log_path.read_text(errors="replace")[-8000:])
+            text = log_path.read_text(errors="replace")
+            print(f"last /health answer: {last[0]}")
+            print(text if len(text) < 24000 else f"{text[:8000]}\n[...]\n{text[-16000:]}")
             raise
         finally:
-            os.killpg(stack.pid, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(stack.pid, signal.SIGTERM)
             try:
                 stack.wait(timeout=20)
             except subprocess.TimeoutExpired:

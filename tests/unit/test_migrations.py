@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -63,3 +64,66 @@ def test_a_failing_migration_stops_with_a_clear_error(tmp_path: Path) -> None:
     con.close()
     with pytest.raises(PermanentStoreError, match=r"migration of .* failed: .*chats"):
         migrate(db)
+    con = sqlite3.connect(db)
+    tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    con.close()
+    assert tables == {"chats"}  # the upgrade is one transaction: nothing half-done is left
+
+
+def _migrate_pausing_between_steps(db: str, between: Any, done: Any, results: Any) -> None:
+    """Migrate ``db``; before Alembic's second per-step transaction, let the other process go
+    (``between``) and wait for it to finish (``done``, at most 2 s)."""
+    from alembic.runtime.migration import MigrationContext as Context
+
+    begin, steps = Context.begin_transaction, []
+
+    def paused_begin(self: Context, _per_migration: bool = False) -> object:
+        if _per_migration:
+            steps.append(1)
+            if len(steps) == 2:
+                between.set()
+                done.wait(2.0)
+        return begin(self, _per_migration)
+
+    Context.begin_transaction = paused_begin  # type: ignore[method-assign]
+    results.put(_outcome(db))
+
+
+def _migrate_when_told(db: str, between: Any, done: Any, results: Any) -> None:
+    between.wait(60)
+    results.put(_outcome(db))
+    done.set()
+
+
+def _outcome(db: str) -> str:
+    try:
+        return migrate(db)
+    except PermanentStoreError as exc:
+        return f"failed: {exc}"
+
+
+def test_processes_migrating_a_fresh_database_at_once_all_reach_head(tmp_path: Path) -> None:
+    """Every process migrates at boot, so on a new install they all start together. Alembic runs
+    SQLite migrations one transaction per step by default: a process that read the version
+    between another's steps re-ran a step and died on "table ... already exists" (seen in CI:
+    the host stopped and took the Procfile stack down). The upgrade must be one transaction."""
+    import multiprocessing
+
+    db = str(tmp_path / "fresh.db")
+    ctx = multiprocessing.get_context("fork")  # nothing is open in this process yet
+    between, done, results = ctx.Event(), ctx.Event(), ctx.Queue()
+    procs = [
+        ctx.Process(target=_migrate_pausing_between_steps, args=(db, between, done, results)),
+        ctx.Process(target=_migrate_when_told, args=(db, between, done, results)),
+    ]
+    for proc in procs:
+        proc.start()
+    outcomes = [results.get(timeout=120) for _ in procs]
+    for proc in procs:
+        proc.join(10)
+    assert not any(o.startswith("failed") for o in outcomes), outcomes
+    assert len(set(outcomes)) == 1
+    engine = create_sqlite_engine(db)
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+    engine.dispose()

@@ -52,6 +52,18 @@ def test_missing_credentials_skip_only_that_connector(isolated_env, monkeypatch:
     assert boots["explodes"].state == "error" and "library not importable" in boots["explodes"].detail
 
 
+def test_skips_are_warnings_for_the_host_and_debug_in_worker_children(
+    isolated_env, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setitem(registry.CONNECTORS, "needs_token", f"{__name__}:NeedsToken")
+    monkeypatch.setenv("MICROCLAW_CONNECTORS__NEEDS_TOKEN__ENABLED", "true")
+    caplog.set_level("DEBUG", logger="microclaw.wiring")
+    build_connectors(load_settings())
+    build_connectors(load_settings(), quiet=True)
+    levels = [r.levelname for r in caplog.records if "needs_token skipped" in r.getMessage()]
+    assert levels == ["WARNING", "DEBUG"]
+
+
 def test_unknown_connector_name_fails_listing_known_ones(isolated_env, monkeypatch) -> None:
     monkeypatch.setenv("MICROCLAW_CONNECTORS__TELEPATHY__ENABLED", "true")
     with pytest.raises(ConfigError, match="unknown name 'telepathy'; known: 'local', 'fake'"):
