@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,9 +27,21 @@ _SCRUB = (
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port nobody listens on, for a server a test starts in another process.
+
+    Chosen below the kernel's ephemeral range (32768+), which outgoing connections draw their
+    local ports from: a port taken from that range could be grabbed by some client's connect()
+    between this check and the server's bind.
+    """
+    for _ in range(200):
+        port = random.randint(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free loopback port in 20000-32000")
 
 
 def base_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
