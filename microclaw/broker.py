@@ -24,11 +24,14 @@ import contextlib
 import logging
 import sqlite3
 import time
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 from queue import Empty
 from typing import Any
 
+import kombu
+from kombu.exceptions import KombuError
 from kombu.transport import sqlalchemy as kombu_sqla
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
@@ -217,11 +220,29 @@ def purge_consumed(url: str) -> int:
         db.close()
 
 
-def queue_depths(url: str) -> dict[str, int]:
-    """Visible messages per queue on a SQLite broker ({} for other brokers or no file yet)."""
-    if not url.startswith(SQLITE_PREFIX + "sqlite"):
+def queue_depths(url: str, queues: Iterable[str] = ()) -> dict[str, int]:
+    """Waiting messages per queue: every queue on a SQLite broker (read from its file; {} when
+    there is no file yet), the named ``queues`` on any other broker (kombu's passive declare,
+    which Redis and RabbitMQ answer with a message count). An unreachable broker gives {}."""
+    if url.startswith(SQLITE_PREFIX + "sqlite"):
+        return _sqlite_queue_depths(sqlite_path(url))
+    conn = kombu.Connection(url, connect_timeout=2)
+    try:
+        with conn, conn.channel() as channel:
+            return {name: _declared_depth(conn, channel, name) for name in queues}
+    except (OSError, KombuError, *conn.connection_errors) as exc:
+        logger.warning("broker queue depths unavailable: %s", exc)
         return {}
-    path = sqlite_path(url)
+
+
+def _declared_depth(conn: kombu.Connection, channel: Any, name: str) -> int:
+    try:
+        return int(channel.queue_declare(queue=name, passive=True).message_count)
+    except conn.channel_errors:
+        return 0  # never declared: nothing was published there yet (Redis keeps no empty queues)
+
+
+def _sqlite_queue_depths(path: Path) -> dict[str, int]:
     if not path.exists():
         return {}
     db = sqlite3.connect(path, timeout=5, isolation_level=None)

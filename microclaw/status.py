@@ -29,6 +29,7 @@ from microclaw.store.models import (
     ScheduledTask,
     WorkerHeartbeat,
 )
+from workers.queues import QUEUES
 
 HEARTBEAT_STALE_MS = 20_000
 
@@ -125,7 +126,7 @@ def collect_status(
         "db_path": str(settings.store.db_path),
         "broker": "sqlite" if settings.broker.is_sqlite else settings.broker.url.split("://", 1)[0],
         "connectors": connectors,
-        "queues": queue_depths(settings.broker.url),
+        "queues": queue_depths(settings.broker.url, QUEUES),
         "leases": held,
         "runs_in_progress": running,
         "outbox": outbox_counts,

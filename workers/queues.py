@@ -6,6 +6,7 @@ ROUTER = "microclaw.router"
 OUTBOUND = "microclaw.outbound"
 SANDBOX = "microclaw.sandbox"
 MAINTENANCE = "microclaw.maintenance"
+QUEUES = (ROUTER, OUTBOUND, SANDBOX, MAINTENANCE)
 
 KICK = "microclaw.kick"
 INGEST = "microclaw.ingest"

@@ -62,3 +62,29 @@ def test_pipeline_on_redis(make_stack, redis_url: str) -> None:
     wait_for(lambda: all(seen()[c][-1:] == expected[c][-1:] for c in chats), 60, "every group's answer")
     assert dict(seen()) == dict(expected)
     assert not (stack.settings.data_dir / "broker.db").exists()  # nothing touched the SQLite broker
+
+
+def test_status_reads_queue_depths_from_redis(redis_url: str) -> None:
+    from kombu import Connection
+
+    from microclaw.broker import queue_depths
+    from workers.queues import OUTBOUND, QUEUES, ROUTER
+
+    assert queue_depths(redis_url, QUEUES) == dict.fromkeys(QUEUES, 0)  # nothing published yet
+    with Connection(redis_url) as conn:
+        waiting = conn.SimpleQueue(ROUTER)
+        for i in range(3):
+            waiting.put({"i": i})
+        taken = conn.SimpleQueue(OUTBOUND)
+        taken.put({"i": 0})
+        taken.get(timeout=5).ack()
+        waiting.close()
+        taken.close()
+    assert queue_depths(redis_url, QUEUES) == {**dict.fromkeys(QUEUES, 0), ROUTER: 3}
+
+
+def test_an_unreachable_broker_gives_no_depths_instead_of_failing_status() -> None:
+    from microclaw.broker import queue_depths
+    from tests.conftest import free_port
+
+    assert queue_depths(f"redis://127.0.0.1:{free_port()}/0", ["microclaw.router"]) == {}
