@@ -24,7 +24,8 @@ Capability card:
   channel) are `PermanentConnectorError`. ``send_typing`` triggers the typing indicator (~10 s).
 - Settings: ``DISCORD_BOT_TOKEN`` (environment; missing: `ConfigError`, the boot skips the
   connector). Options: ``guild_ready_timeout_s`` (2), ``catch_up_limit``,
-  ``catch_up_max_age_s``, ``max_ratelimit_timeout_s``, ``cursor_path``.
+  ``catch_up_max_age_s``, ``max_ratelimit_timeout_s``, ``cursor_path``, ``api_base_url`` /
+  ``gateway_url`` (a REST or gateway proxy, or a test server; empty: Discord's own).
 - Cannot: read attachments' contents, see messages of channels it has no access to, or tell
   whether a send that timed out reached Discord (``idempotent_send`` is False).
 
@@ -42,6 +43,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self
+from urllib.parse import urlsplit
 
 from microclaw.connectors.base import BaseConnector, ConnectorSettings, Deliver
 from microclaw.core.triggers import build_trigger_pattern
@@ -99,11 +101,32 @@ def _attachment_line(attachment: Any) -> str:
     return f"[{label}: {attachment.filename}]"
 
 
-def _sdk() -> Any:
-    """discord.py, imported on first use (voice is never used: its missing-library warnings are noise)."""
+def _url_option(options: Mapping[str, Any], key: str, schemes: tuple[str, ...]) -> str | None:
+    value = str(options.get(key) or "").strip()
+    if not value:
+        return None
+    if urlsplit(value).scheme not in schemes or not urlsplit(value).netloc:
+        raise ConfigError(
+            f"connectors.discord.{key}: expected a {' or '.join(schemes)} URL, got {value!r}",
+            key=f"connectors.discord.{key}",
+        )
+    return value.rstrip("/")
+
+
+def _sdk(api_base_url: str | None = None, gateway_url: str | None = None) -> Any:
+    """discord.py, imported on first use (voice is never used: its missing-library warnings are
+    noise), pointed at other endpoints when configured. discord.py keeps them as class
+    attributes, so they hold for the whole process (which has one Discord connector)."""
     import discord
+    import discord.gateway
+    import discord.http
+    import yarl
 
     discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
+    if api_base_url:
+        discord.http.Route.BASE = api_base_url
+    if gateway_url:
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url + "/")
     return discord
 
 
@@ -265,6 +288,8 @@ class DiscordConnector(BaseConnector):
         catch_up_max_age_s: float = 3 * 86400,
         max_ratelimit_timeout_s: float = 30.0,
         max_text_bytes: int = 65536,
+        api_base_url: str | None = None,
+        gateway_url: str | None = None,
     ) -> None:
         if not token:
             raise ConfigError(f"{TOKEN_ENV} is not set", key=TOKEN_ENV)
@@ -276,6 +301,8 @@ class DiscordConnector(BaseConnector):
         self.catch_up_max_age_s = catch_up_max_age_s
         self.max_ratelimit_timeout_s = max_ratelimit_timeout_s
         self.max_text_bytes = max_text_bytes
+        self.api_base_url = api_base_url or None
+        self.gateway_url = gateway_url or None
         self.bot_id: int | None = None
         self._cursors: ChannelCursors | None = None
         self._rest: tuple[asyncio.AbstractEventLoop, Any] | None = None
@@ -303,6 +330,8 @@ class DiscordConnector(BaseConnector):
             catch_up_max_age_s=_option(opts, "catch_up_max_age_s", 3 * 86400, minimum=0),
             max_ratelimit_timeout_s=_option(opts, "max_ratelimit_timeout_s", 30.0, minimum=30.0),
             max_text_bytes=settings.max_text_bytes,
+            api_base_url=_url_option(opts, "api_base_url", ("http", "https")),
+            gateway_url=_url_option(opts, "gateway_url", ("ws", "wss")),
         )
 
     @property
@@ -356,6 +385,7 @@ class DiscordConnector(BaseConnector):
     # --- inbound ---------------------------------------------------------------------------
 
     async def listen(self, deliver: Deliver) -> None:
+        _sdk(self.api_base_url, self.gateway_url)
         queue: asyncio.Queue[Any] = asyncio.Queue()
         client = _gateway_client(
             queue, guild_ready_timeout_s=self.guild_ready_timeout_s, max_rl=self.max_ratelimit_timeout_s
@@ -457,7 +487,7 @@ class DiscordConnector(BaseConnector):
 
     async def _rest_client(self) -> Any:
         """This loop's REST-only client: ``login`` (GET /users/@me), never the gateway."""
-        discord = _sdk()
+        discord = _sdk(self.api_base_url, self.gateway_url)
 
         loop = asyncio.get_running_loop()
         if self._rest is not None and self._rest[0] is loop:

@@ -201,6 +201,23 @@ def test_from_settings(tmp_path: Path) -> None:
             settings(tmp_path, {"DISCORD_BOT_TOKEN": "t"}, max_ratelimit_timeout_s=5)
         )
     assert low.value.key == "connectors.discord.max_ratelimit_timeout_s"
+    assert dc.api_base_url is None and dc.gateway_url is None  # Discord's own endpoints
+    proxied = DiscordConnector.from_settings(
+        settings(
+            tmp_path,
+            {"DISCORD_BOT_TOKEN": "t"},
+            api_base_url="http://127.0.0.1:8080/api/v10/",
+            gateway_url="ws://127.0.0.1:8081",
+        )
+    )
+    assert (proxied.api_base_url, proxied.gateway_url) == (
+        "http://127.0.0.1:8080/api/v10",
+        "ws://127.0.0.1:8081",
+    )
+    for key, bad in (("api_base_url", "ws://x/api"), ("gateway_url", "gateway.example")):
+        with pytest.raises(ConfigError) as wrong:
+            DiscordConnector.from_settings(settings(tmp_path, {"DISCORD_BOT_TOKEN": "t"}, **{key: bad}))
+        assert wrong.value.key == f"connectors.discord.{key}"
 
 
 def response(status: int, **headers: str) -> Any:
