@@ -4,7 +4,6 @@ bot gets exactly one reply, even when the gateway delivers that event twice."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 
 from tests.conftest import base_env
 from tests.integration.connectors.fake_discord import BOT_ID, FakeDiscord
-from tests.integration.stack import procfile_stack, wait_for
+from tests.integration.stack import procfile_stack, register_group_cli, wait_for
 
 BIN = Path(sys.executable).parent
 
@@ -33,23 +32,7 @@ def test_a_mention_in_a_discord_channel_gets_exactly_one_reply(tmp_path: Path) -
     )
     env.pop("TELEGRAM_BOT_TOKEN", None)
     env["PATH"] = f"{BIN}:{env['PATH']}"
-    registered = subprocess.run(
-        [
-            str(BIN / "microclaw-host"),
-            "register-group",
-            f"dc:{channel}",
-            "--name",
-            "Dev team",
-            "--folder",
-            "discord_dev-team",
-        ],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert registered.returncode == 0, registered.stderr
+    register_group_cli(tmp_path, env, f"dc:{channel}", name="Dev team", folder="discord_dev-team")
     try:
         with procfile_stack(tmp_path, env):
             wait_for(lambda: fake.live_sessions >= 1, 30, "the host's gateway session", interval=0.2)

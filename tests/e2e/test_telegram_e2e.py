@@ -3,7 +3,6 @@ a user registers a group with the CLI, chats in it, and a triggered message gets
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -12,7 +11,7 @@ import pytest
 
 from tests.conftest import base_env
 from tests.integration.connectors.fake_telegram import BOT_USERNAME, FakeTelegram
-from tests.integration.stack import procfile_stack, wait_for
+from tests.integration.stack import procfile_stack, register_group_cli, wait_for
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,23 +34,7 @@ def test_a_triggered_telegram_message_gets_exactly_one_reply(tmp_path: Path) -> 
     )
     env.pop("DISCORD_BOT_TOKEN", None)
     env["PATH"] = f"{BIN}:{env['PATH']}"
-    registered = subprocess.run(
-        [
-            str(BIN / "microclaw-host"),
-            "register-group",
-            JID,
-            "--name",
-            "Dev team",
-            "--folder",
-            "telegram_dev-team",
-        ],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert registered.returncode == 0, registered.stderr
+    register_group_cli(tmp_path, env, JID, name="Dev team", folder="telegram_dev-team")
     try:
         with procfile_stack(tmp_path, env):
             fake.push_message(GROUP, "just chatting")  # stored as context; not a trigger

@@ -93,6 +93,19 @@ def start_redis(server: str, root: Path) -> tuple[subprocess.Popen[bytes], str]:
     return proc, f"redis://127.0.0.1:{port}/0"
 
 
+def register_group_cli(root: Path, env: dict[str, str], jid: str, *, name: str, folder: str) -> None:
+    """``microclaw-host register-group`` as a user runs it before starting the stack."""
+    result = subprocess.run(
+        [str(BIN / "microclaw-host"), "register-group", jid, "--name", name, "--folder", folder],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+
+
 @contextlib.contextmanager
 def procfile_stack(root: Path, env: dict[str, str], *, healthy_within: float = 90) -> Iterator[str]:
     """``honcho start`` on the repository's Procfile, as ``make run`` does; yields the HTTP base
