@@ -234,7 +234,7 @@ def main() -> None:
         )
         print("idle cost per process (CPU % of one core, RSS MiB):")
         for label, pid, cpu, rss in r["idle"]:
-            print(f"    {label:<22} pid {pid:<7} cpu {cpu:5.2f} %   rss {rss:6.1f} MiB")
+            print(f"    {label:<22} pid {pid:<7} cpu {abs(cpu):5.2f} %   rss {rss:6.1f} MiB")
         print()
 
 
