@@ -252,16 +252,7 @@ class AppleContainerBackend(BaseSandboxBackend):
             if "not running" in detail or "not found" in detail:
                 raise ContainerGone(f"container {handle.name} is not running", group=handle.group) from exc
             raise PermanentSandboxError(f"executor failed: {detail or exc}", group=handle.group) from exc
-        return ExecResult(
-            exit_code=res.exit_code,
-            stdout=res.stdout,
-            stderr=res.stderr,
-            truncated=res.stdout_truncated or res.stderr_truncated,
-            duration_ms=res.duration_ms,
-            timed_out=res.timed_out,
-            stdout_bytes=res.stdout_total,
-            stderr_bytes=res.stderr_total,
-        )
+        return ExecResult.from_response(res)
 
     def stop(self, group: str) -> bool:
         """See ``BaseSandboxBackend.stop``."""

@@ -21,10 +21,13 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from microclaw.core.groups import is_valid_group_folder
 from microclaw.errors import ConfigError, TransientSandboxError
+
+if TYPE_CHECKING:
+    from microclaw.sandbox import executor
 
 logger = logging.getLogger(__name__)
 
@@ -255,6 +258,20 @@ class ExecResult:
     timed_out: bool
     stdout_bytes: int = 0  # total produced, before the cap
     stderr_bytes: int = 0
+
+    @classmethod
+    def from_response(cls, response: executor.Response) -> ExecResult:
+        """The executor's answer (both backends run the same in-container executor)."""
+        return cls(
+            exit_code=response.exit_code,
+            stdout=response.stdout,
+            stderr=response.stderr,
+            truncated=response.stdout_truncated or response.stderr_truncated,
+            duration_ms=response.duration_ms,
+            timed_out=response.timed_out,
+            stdout_bytes=response.stdout_total,
+            stderr_bytes=response.stderr_total,
+        )
 
     @property
     def ok(self) -> bool:

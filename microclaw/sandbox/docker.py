@@ -291,16 +291,7 @@ class DockerBackend(BaseSandboxBackend):
                 logger.warning("exec socket of %s unusable (%s); using docker exec", handle.name, exc)
         if response is None:
             response = self._exec_docker(handle, frame, deadline, request.max_output)
-        return ExecResult(
-            exit_code=response.exit_code,
-            stdout=response.stdout,
-            stderr=response.stderr,
-            truncated=response.stdout_truncated or response.stderr_truncated,
-            duration_ms=response.duration_ms,
-            timed_out=response.timed_out,
-            stdout_bytes=response.stdout_total,
-            stderr_bytes=response.stderr_total,
-        )
+        return ExecResult.from_response(response)
 
     def stop(self, group: str) -> bool:
         """See ``BaseSandboxBackend.stop``."""
