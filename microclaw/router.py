@@ -159,6 +159,22 @@ def _retry_due(state: GroupStateRow, now: int) -> bool:
     return state.retry_at_ms is not None and state.retry_at_ms <= now
 
 
+def _any_triggers(deps: RouterDeps, group: Group, new: list[StoredMessage]) -> bool:
+    """Whether one of ``new`` triggers the group: its trigger pattern, from a sender the
+    allowlist lets trigger (``is_from_me`` always may)."""
+    pattern = group_trigger_pattern(group.trigger, deps.config.default_trigger)
+    allow = deps.allowlist() if deps.allowlist else None
+    return any(
+        is_trigger_message(
+            m.content,
+            pattern,
+            is_from_me=m.is_from_me,
+            trigger_allowed=True if allow is None else is_trigger_allowed(group.jid, m.sender or "", allow),
+        )
+        for m in new
+    )
+
+
 def has_pending(conn: Connection, chat_jid: str, state: GroupStateRow, now: int) -> bool:
     """Whether the group has work: a claimed task, messages not yet looked at, or a due retry."""
     if conn.execute(_PENDING_TASK, {"chat": chat_jid}).first():
@@ -269,20 +285,7 @@ def _next_messages(conn: Connection, deps: RouterDeps, chat_jid: str, token: int
     # messages new since the last look can trigger (a failed batch waits for its retry).
     if needs_trigger(group.is_main, group.requires_trigger) and not _retry_due(state, now):
         new = messages.messages_after(conn, chat_jid, state.seen_seq, cfg.assistant_name)
-        pattern = group_trigger_pattern(group.trigger, cfg.default_trigger)
-        allow = deps.allowlist() if deps.allowlist else None
-        triggered = any(
-            is_trigger_message(
-                m.content,
-                pattern,
-                is_from_me=m.is_from_me,
-                trigger_allowed=True
-                if allow is None
-                else is_trigger_allowed(chat_jid, m.sender or "", allow),
-            )
-            for m in new
-        )
-        if not triggered:
+        if not _any_triggers(deps, group, new):
             groups.set_state(conn, chat_jid, seen_seq=newest)
             return None
     cursor = state.cursor_seq or messages.last_bot_seq(conn, chat_jid, cfg.assistant_name)
@@ -389,21 +392,8 @@ def _join_follow_ups(deps: RouterDeps, chat_jid: str, token: int, run_id: int) -
         new = messages.messages_after(conn, chat_jid, to_seq, cfg.assistant_name)
         if not new:
             return []
-        if needs_trigger(group.is_main, group.requires_trigger):
-            pattern = group_trigger_pattern(group.trigger, cfg.default_trigger)
-            allow = deps.allowlist() if deps.allowlist else None
-            if not any(
-                is_trigger_message(
-                    m.content,
-                    pattern,
-                    is_from_me=m.is_from_me,
-                    trigger_allowed=True
-                    if allow is None
-                    else is_trigger_allowed(chat_jid, m.sender or "", allow),
-                )
-                for m in new
-            ):
-                return []  # stays pending as context for the next triggered batch
+        if needs_trigger(group.is_main, group.requires_trigger) and not _any_triggers(deps, group, new):
+            return []  # stays pending as context for the next triggered batch
         batch, _total = messages.newest_after(
             conn, chat_jid, to_seq, cfg.assistant_name, cfg.max_messages_per_prompt
         )
