@@ -209,47 +209,39 @@ class Agent:
                     new.append(ChatTurn("tool", result_text, tool_call_id=call.id, is_error=is_error))
         except BaseException:
             if memory is not None and spent.total:  # tokens spent on a failed run still count
-                memory.finish(
-                    Session(None, []),
-                    [],
-                    run_id=request.run_id,
-                    chat_jid=request.chat_jid,
-                    folder=request.group_folder,
-                    model=self.model,
-                    steps=steps,
-                    spent=spent,
-                    cost=limits.cost(spent),
-                )
+                self._record(memory, request, Session(None, []), [], steps, spent)
             raise
         if stopped == "budget":
             new.append(ChatTurn("assistant", text or ""))
         if memory is not None:
-            memory.finish(
-                session,
-                new,
-                run_id=request.run_id,
-                chat_jid=request.chat_jid,
-                folder=request.group_folder,
-                model=self.model,
-                steps=steps,
-                spent=spent,
-                cost=limits.cost(spent),
-            )
+            self._record(memory, request, session, new, steps, spent)
             extra = memory.compact_if_needed(self.provider, request.chat_jid, request.group_folder, session)
-            if extra.total:
-                memory.finish(
-                    Session(None, []),
-                    [],
-                    run_id=request.run_id,
-                    chat_jid=request.chat_jid,
-                    folder=request.group_folder,
-                    model=self.model,
-                    steps=1,
-                    spent=extra,
-                    cost=limits.cost(extra),
-                )
+            if extra.total:  # the compaction's own model call
+                self._record(memory, request, Session(None, []), [], 1, extra)
                 spent = spent + extra
         return AgentResult(text=text, usage=spent, steps=steps, cost=limits.cost(spent), stopped=stopped)
+
+    def _record(
+        self,
+        memory: AgentMemory,
+        request: AgentRequest,
+        session: Session,
+        turns: list[ChatTurn],
+        steps: int,
+        spent: Usage,
+    ) -> None:
+        """Append ``turns`` to ``session`` (if any) and record ``spent`` for this run."""
+        memory.finish(
+            session,
+            turns,
+            run_id=request.run_id,
+            chat_jid=request.chat_jid,
+            folder=request.group_folder,
+            model=self.model,
+            steps=steps,
+            spent=spent,
+            cost=self.limits.cost(spent),
+        )
 
 
 def _with_note(text: str | None, note: str) -> str:
