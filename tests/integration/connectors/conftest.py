@@ -15,6 +15,7 @@ from microclaw.config import Settings
 from microclaw.connectors.base import BaseConnector
 from microclaw.envelope import Envelope
 from microclaw.host import Host
+from microclaw.inbound import ingest
 from microclaw.store.db import read_tx
 from microclaw.store.models import Message
 from tests.integration.connectors.fake_discord import FakeDiscord
@@ -97,6 +98,41 @@ async def supervise(host: Host, connector: BaseConnector) -> asyncio.Task[None]:
 
 async def stop(host: Host, task: asyncio.Task[None], connector: BaseConnector) -> None:
     host.stop()
+    await cancel(task)
+    await connector.close()
+
+
+async def cancel(task: asyncio.Task[None]) -> None:
+    """Cancel a connector's listen task, as shutdown does, and wait for it to end."""
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
-    await connector.close()
+
+
+class CrashAfterStore:
+    """The crash-before-acknowledge scenario: `store` stores an envelope for real; `store_then_die`
+    stores it and then kills the listener before it can acknowledge, by raising (``crash`` =
+    "raises") or by hanging until cancelled as at shutdown ("cancelled"). ``handed`` lists the
+    message ids of every hand-over."""
+
+    def __init__(self, engine: Engine, crash: str) -> None:
+        self.engine = engine
+        self.crash = crash
+        self.handed: list[str] = []
+
+    async def store(self, envelope: Envelope) -> None:
+        self.handed.append(envelope.message_id)
+        await asyncio.to_thread(ingest, self.engine, envelope)
+
+    async def store_then_die(self, envelope: Envelope) -> None:
+        await self.store(envelope)
+        if self.crash == "raises":
+            raise RuntimeError("killed between the store and the acknowledgement")
+        await asyncio.Event().wait()  # hangs until cancelled
+
+    async def died(self, task: asyncio.Task[None]) -> None:
+        """Wait for the listener of `store_then_die` to die the chosen way."""
+        if self.crash == "cancelled":
+            await cancel(task)
+        else:
+            with pytest.raises(RuntimeError):
+                await task

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import socket
 import threading
 import time
 import uuid
@@ -23,6 +22,8 @@ from typing import Any
 
 import pytest
 from aiohttp import WSMsgType, web
+
+from tests.integration.connectors.loopback_server import LoopbackServer
 
 DISCORD_EPOCH_MS = 1420070400000
 BOT_ID = 900000000000000001
@@ -61,8 +62,10 @@ class _Failure:
     headers: dict[str, str]
 
 
-class FakeDiscord:
+class FakeDiscord(LoopbackServer):
     """One bot, one guild, any number of channels. Thread-safe public methods."""
+
+    thread_name = "fake-discord"
 
     def __init__(self, token: str = "fake-discord-token") -> None:
         self.token = token
@@ -78,10 +81,7 @@ class FakeDiscord:
         self._sessions: dict[str, _Session] = {}
         self.identifies = 0
         self.resumes = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
-        self.port = 0
+        super().__init__()
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -93,23 +93,6 @@ class FakeDiscord:
     def gateway_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/gateway/"
 
-    def start(self) -> FakeDiscord:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="fake-discord", daemon=True)
-        self._thread.start()
-        self._call(self._serve())
-        return self
-
-    def stop(self) -> None:
-        if self._loop is None:
-            return
-        self._call(self._shutdown())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        assert self._thread is not None
-        self._thread.join(timeout=5)
-        self._loop.close()
-        self._loop = None
-
     def patch(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Point discord.py (in this process) at this server."""
         import discord.gateway
@@ -119,12 +102,7 @@ class FakeDiscord:
         monkeypatch.setattr(discord.http.Route, "BASE", self.api_base)
         monkeypatch.setattr(discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY", yarl.URL(self.gateway_url))
 
-    def _call(self, coro: Any) -> Any:
-        assert self._loop is not None
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=10)
-
-    async def _serve(self) -> None:
-        app = web.Application()
+    def _add_routes(self, app: web.Application) -> None:
         app.router.add_get("/gateway/", self._gateway)
         app.router.add_get("/api/v10/gateway", self._get_gateway)
         app.router.add_get("/api/v10/users/@me", self._me)
@@ -133,21 +111,11 @@ class FakeDiscord:
         app.router.add_get("/api/v10/channels/{channel}/messages", self._list_messages)
         app.router.add_post("/api/v10/channels/{channel}/typing", self._typing_route)
         app.router.add_route("*", "/{tail:.*}", self._unknown)
-        self._runner = web.AppRunner(app, shutdown_timeout=0.1, access_log=None)
-        await self._runner.setup()
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", self.port))
-        self.port = sock.getsockname()[1]
-        await web.SockSite(self._runner, sock).start()
 
-    async def _shutdown(self) -> None:
+    async def _close_connections(self) -> None:
         for session in list(self._sessions.values()):
             if session.ws is not None:
                 await session.ws.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
 
     # --- what tests script and inspect ----------------------------------------------------
 

@@ -14,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from tests.integration.connectors.loopback_server import LoopbackServer
 
 BOT_ID = 7000001
 BOT_USERNAME = "andy_test_bot"
@@ -61,8 +62,10 @@ def _error(failure: _Failure) -> web.Response:
     return web.json_response(body, status=failure.status)
 
 
-class FakeTelegram:
+class FakeTelegram(LoopbackServer):
     """The Bot API for one bot token. Thread-safe; every public method may be called from tests."""
+
+    thread_name = "fake-telegram"
 
     def __init__(self, token: str = "123456:fake-token", *, username: str = BOT_USERNAME) -> None:
         self.token = token
@@ -71,10 +74,7 @@ class FakeTelegram:
         self._lock = threading.Lock()
         self._update_ids = itertools.count(1000)
         self._message_ids = itertools.count(1)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
-        self.port = 0
+        super().__init__()
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -86,48 +86,14 @@ class FakeTelegram:
     def base_file_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/file/bot"
 
-    def start(self) -> FakeTelegram:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="fake-telegram", daemon=True)
-        self._thread.start()
-        self._call(self._serve())
-        return self
-
-    def stop(self) -> None:
-        if self._loop is None:
-            return
-        self._call(self._shutdown())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        assert self._thread is not None
-        self._thread.join(timeout=5)
-        self._loop.close()
-        self._loop = None
-
     def restart(self, down_for: float = 0.0) -> None:
         """Drop every connection and listener, stay down ``down_for`` s, listen on the same port."""
         self._call(self._shutdown())
         time.sleep(down_for)
         self._call(self._serve())
 
-    def _call(self, coro: Any) -> Any:
-        assert self._loop is not None
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=10)
-
-    async def _serve(self) -> None:
-        app = web.Application()
+    def _add_routes(self, app: web.Application) -> None:
         app.router.add_route("*", "/bot{token}/{method}", self._dispatch)
-        self._runner = web.AppRunner(app, shutdown_timeout=0.1, access_log=None)
-        await self._runner.setup()
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", self.port))
-        self.port = sock.getsockname()[1]
-        await web.SockSite(self._runner, sock).start()
-
-    async def _shutdown(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
 
     # --- what tests script and inspect ----------------------------------------------------
 

@@ -23,11 +23,10 @@ from microclaw.connectors.email import EmailConnector
 from microclaw.connectors.state import ConnectorState
 from microclaw.envelope import Envelope
 from microclaw.errors import PermanentConnectorError, TransientConnectorError
-from microclaw.inbound import ingest
 from microclaw.store import groups
 from microclaw.store.db import write_tx
+from tests.integration.connectors.conftest import CrashAfterStore, cancel, stored, supervise, until
 from tests.integration.connectors.conftest import stop as stop_host
-from tests.integration.connectors.conftest import stored, supervise, until
 from tests.integration.connectors.dovecot import (
     ADDRESS,
     PASSWORD,
@@ -134,11 +133,6 @@ async def start(connector: EmailConnector, deliver: Any) -> asyncio.Task[None]:
     if task.done():
         task.result()
     return task
-
-
-async def cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
 
 
 async def send(mailroom: Mailroom, *messages: EmailMessage) -> None:
@@ -483,32 +477,19 @@ def test_crash_after_the_store_but_before_the_cursor_moves_stores_once(
     """The message is durable, then the listener dies (an exception, or the task is cancelled as
     at shutdown) before acknowledging: after a restart it is fetched again and stored once."""
     register(engine, "email:alice@example.com")
-    handed: list[str] = []
-
-    async def store(envelope: Envelope) -> None:
-        handed.append(envelope.message_id)
-        await asyncio.to_thread(ingest, engine, envelope)
-
-    async def store_then_die(envelope: Envelope) -> None:
-        await store(envelope)
-        if crash == "raises":
-            raise RuntimeError("killed between the store and the acknowledgement")
-        await asyncio.Event().wait()  # hangs until cancelled
+    hand_over = CrashAfterStore(engine, crash)
+    handed = hand_over.handed
 
     async def scenario() -> None:
         first = connector_for(tmp_path, dovecot, mailroom)
-        task = await start(first, store_then_die)
+        task = await start(first, hand_over.store_then_die)
         cursor = first.cursor()
         await send(mailroom, mail("Hello", "exactly once", msgid="<once@example.com>"))
         await until(lambda: handed, WAIT, "the first hand-over")
-        if crash == "cancelled":
-            await cancel(task)
-        else:
-            with pytest.raises(RuntimeError):
-                await task
+        await hand_over.died(task)
         assert first.cursor() == cursor  # not acknowledged
         second = connector_for(tmp_path, dovecot, mailroom)  # a restarted process
-        task = await start(second, store)
+        task = await start(second, hand_over.store)
         await until(lambda: len(handed) == 2, WAIT, "the mail to be fetched again")
         await until(lambda: second.cursor().uid > cursor.uid, WAIT, "the cursor to move")
         await cancel(task)

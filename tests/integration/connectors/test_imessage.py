@@ -23,12 +23,11 @@ from microclaw.connectors.imessage import SEND_TO_CHAT, SEND_TO_PARTICIPANT, IMe
 from microclaw.connectors.state import ConnectorState
 from microclaw.envelope import Envelope
 from microclaw.errors import PermanentConnectorError, TransientConnectorError
-from microclaw.inbound import ingest
 from microclaw.store import groups
 from microclaw.store.db import write_tx
 from tests.integration.connectors.chatdb import ChatDbWriter, StandInOsascript, attributed_body
+from tests.integration.connectors.conftest import CrashAfterStore, cancel, stored, supervise, until
 from tests.integration.connectors.conftest import stop as stop_host
-from tests.integration.connectors.conftest import stored, supervise, until
 
 WAIT = 10
 GROUP = "any;+;chat493021788123"  # macOS 26 style
@@ -75,11 +74,6 @@ async def start(connector: IMessageConnector, deliver: Any) -> asyncio.Task[None
     if task.done():
         task.result()
     return task
-
-
-async def cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
 
 
 class Chats:
@@ -336,32 +330,19 @@ def test_crash_after_the_store_but_before_the_cursor_moves_stores_once(
 ) -> None:
     chats = Chats(chat_db)
     _register(engine, f"imsg:{DIRECT}")
-    handed: list[str] = []
-
-    async def store(envelope: Envelope) -> None:
-        handed.append(envelope.message_id)
-        await asyncio.to_thread(ingest, engine, envelope)
-
-    async def store_then_die(envelope: Envelope) -> None:
-        await store(envelope)
-        if crash == "raises":
-            raise RuntimeError("killed between the store and the acknowledgement")
-        await asyncio.Event().wait()
+    hand_over = CrashAfterStore(engine, crash)
+    handed = hand_over.handed
 
     async def scenario() -> str:
         first = connector_for(tmp_path, osascript)
-        task = await start(first, store_then_die)
+        task = await start(first, hand_over.store_then_die)
         cursor = first.state.get("cursor")
         written = chat_db.message(chats.direct, text="exactly once", handle=chats.alice)
         await until(lambda: handed, WAIT, "the first hand-over")
-        if crash == "cancelled":
-            await cancel(task)
-        else:
-            with pytest.raises(RuntimeError):
-                await task
+        await hand_over.died(task)
         assert first.state.get("cursor") == cursor
         second = connector_for(tmp_path, osascript)
-        task = await start(second, store)
+        task = await start(second, hand_over.store)
         await until(lambda: second.state.get("cursor") == written.rowid, WAIT, "the cursor to move")
         await cancel(task)
         return written.guid
