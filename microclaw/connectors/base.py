@@ -21,8 +21,34 @@ from pathlib import Path
 from typing import Any, ClassVar, Self
 
 from microclaw.envelope import Envelope
+from microclaw.errors import ConfigError
 
 Deliver = Callable[[Envelope], Awaitable[None]]
+
+
+def number_option(
+    options: Mapping[str, Any],
+    connector: str,
+    key: str,
+    default: float,
+    *,
+    minimum: float = 0.0,
+    blank_is_default: bool = False,
+) -> float:
+    """The number at ``connectors.<connector>.<key>`` (``default`` when absent, and when empty
+    with ``blank_is_default``); `ConfigError` naming the key when it is not a number or is
+    below ``minimum``."""
+    name = f"connectors.{connector}.{key}"
+    value = options.get(key, default)
+    if blank_is_default and value in ("", None):
+        value = default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: expected a number, got {value!r}", key=name) from None
+    if number < minimum:
+        raise ConfigError(f"{name}: must be >= {minimum}, got {number!r}", key=name)
+    return number
 
 
 @dataclass(frozen=True)

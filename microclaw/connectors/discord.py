@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 from urllib.parse import urlsplit
 
-from microclaw.connectors.base import BaseConnector, ConnectorSettings, Deliver
+from microclaw.connectors.base import BaseConnector, ConnectorSettings, Deliver, number_option
 from microclaw.core.triggers import build_trigger_pattern
 from microclaw.envelope import Envelope, make_envelope
 from microclaw.errors import (
@@ -65,21 +65,6 @@ TOKEN_ENV = "DISCORD_BOT_TOKEN"
 _DISCORD_EPOCH_MS = 1420070400000
 _CONNECTED = object()  # queue marker: a new session began (READY received)
 _CATCH_UP = object()  # queue marker: read back what was missed since the cursors
-
-
-def _option(options: Mapping[str, Any], key: str, default: float, *, minimum: float) -> float:
-    value = options.get(key, default)
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(
-            f"connectors.discord.{key}: expected a number, got {value!r}", key=f"connectors.discord.{key}"
-        ) from None
-    if number < minimum:
-        raise ConfigError(
-            f"connectors.discord.{key}: must be >= {minimum}, got {number!r}", key=f"connectors.discord.{key}"
-        )
-    return number
 
 
 def platform_channel(chat_id: str) -> int:
@@ -325,10 +310,12 @@ class DiscordConnector(BaseConnector):
             token,
             assistant_name=settings.assistant_name,
             cursor_path=Path(cursor) if cursor else settings.data_dir / "discord-cursors.db",
-            guild_ready_timeout_s=_option(opts, "guild_ready_timeout_s", 2.0, minimum=0),
-            catch_up_limit=int(_option(opts, "catch_up_limit", 100, minimum=0)),
-            catch_up_max_age_s=_option(opts, "catch_up_max_age_s", 3 * 86400, minimum=0),
-            max_ratelimit_timeout_s=_option(opts, "max_ratelimit_timeout_s", 30.0, minimum=30.0),
+            guild_ready_timeout_s=number_option(opts, "discord", "guild_ready_timeout_s", 2.0, minimum=0),
+            catch_up_limit=int(number_option(opts, "discord", "catch_up_limit", 100, minimum=0)),
+            catch_up_max_age_s=number_option(opts, "discord", "catch_up_max_age_s", 3 * 86400, minimum=0),
+            max_ratelimit_timeout_s=number_option(
+                opts, "discord", "max_ratelimit_timeout_s", 30.0, minimum=30.0
+            ),
             max_text_bytes=settings.max_text_bytes,
             api_base_url=_url_option(opts, "api_base_url", ("http", "https")),
             gateway_url=_url_option(opts, "gateway_url", ("ws", "wss")),

@@ -50,7 +50,7 @@ from typing import Any, ClassVar, Self
 
 from imapclient.exceptions import IMAPClientError, LoginError
 
-from microclaw.connectors.base import BaseConnector, ConnectorSettings, Deliver
+from microclaw.connectors.base import BaseConnector, ConnectorSettings, Deliver, number_option
 from microclaw.connectors.imap import FetchedMail, ImapSession
 from microclaw.connectors.mime import (
     ParsedEmail,
@@ -89,21 +89,6 @@ def _opt_bool(options: Mapping[str, Any], key: str, default: bool) -> bool:
     raise ConfigError(
         f"connectors.email.{key}: expected true or false, got {value!r}", key=f"connectors.email.{key}"
     )
-
-
-def _opt_number(options: Mapping[str, Any], key: str, default: float, *, minimum: float = 0) -> float:
-    value = options.get(key, default)
-    try:
-        number = float(value if value not in ("", None) else default)
-    except (TypeError, ValueError):
-        raise ConfigError(
-            f"connectors.email.{key}: expected a number, got {value!r}", key=f"connectors.email.{key}"
-        ) from None
-    if number < minimum:
-        raise ConfigError(
-            f"connectors.email.{key}: must be at least {minimum}", key=f"connectors.email.{key}"
-        )
-    return number
 
 
 def _required(options: Mapping[str, Any], key: str) -> str:
@@ -174,26 +159,31 @@ class EmailOptions:
             )
         imap_tls = _opt_bool(options, "imap_tls", True)
         smtp_tls = _opt_bool(options, "smtp_tls", False)
+
+        def number(key: str, default: float, minimum: float = 0.0) -> float:
+            # Empty values (an unset variable in .env) mean the default here.
+            return number_option(options, "email", key, default, minimum=minimum, blank_is_default=True)
+
         return cls(
             imap_host=imap_host,
             imap_user=imap_user,
             smtp_host=smtp_host,
             from_address=from_address.lower(),
             from_name=str(options.get("from_name") or assistant_name),
-            imap_port=int(_opt_number(options, "imap_port", 0)) or (993 if imap_tls else 143),
+            imap_port=int(number("imap_port", 0)) or (993 if imap_tls else 143),
             imap_tls=imap_tls,
             imap_starttls=_opt_bool(options, "imap_starttls", False),
-            smtp_port=int(_opt_number(options, "smtp_port", 0)) or (465 if smtp_tls else 587),
+            smtp_port=int(number("smtp_port", 0)) or (465 if smtp_tls else 587),
             smtp_user=smtp_user,
             smtp_tls=smtp_tls,
             smtp_starttls=_opt_bool(options, "smtp_starttls", not smtp_tls),
             folder=str(options.get("folder") or "INBOX"),
             group_by=group_by,
             idle=_opt_bool(options, "idle", True),
-            poll_interval_s=_opt_number(options, "poll_interval_s", 60.0, minimum=0.01),
-            idle_timeout_s=min(_opt_number(options, "idle_timeout_s", 300.0, minimum=0.01), 29 * 60),
-            timeout_s=_opt_number(options, "timeout_s", 30.0, minimum=0.1),
-            max_fetch_bytes=int(_opt_number(options, "max_fetch_bytes", 10 * 1024 * 1024, minimum=1024)),
+            poll_interval_s=number("poll_interval_s", 60.0, minimum=0.01),
+            idle_timeout_s=min(number("idle_timeout_s", 300.0, minimum=0.01), 29 * 60),
+            timeout_s=number("timeout_s", 30.0, minimum=0.1),
+            max_fetch_bytes=int(number("max_fetch_bytes", 10 * 1024 * 1024, minimum=1024)),
             subject=str(options.get("subject") or f"Message from {assistant_name}"),
             imap_password=imap_password,
             smtp_password=smtp_password,

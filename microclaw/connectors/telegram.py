@@ -39,13 +39,12 @@ import asyncio
 import logging
 import time
 import warnings
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from aiolimiter import AsyncLimiter
 
-from microclaw.connectors.base import BaseConnector, ConnectorSettings, Deliver
+from microclaw.connectors.base import BaseConnector, ConnectorSettings, Deliver, number_option
 from microclaw.core.triggers import build_trigger_pattern
 from microclaw.envelope import Envelope, make_envelope
 from microclaw.errors import (
@@ -81,22 +80,6 @@ _PLACEHOLDERS: tuple[tuple[str, str], ...] = (
     ("contact", "[Contact]"),
     ("poll", "[Poll]"),
 )
-
-
-def _option(options: Mapping[str, Any], key: str, default: float, *, minimum: float) -> float:
-    value = options.get(key, default)
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(
-            f"connectors.telegram.{key}: expected a number, got {value!r}", key=f"connectors.telegram.{key}"
-        ) from None
-    if number < minimum:
-        raise ConfigError(
-            f"connectors.telegram.{key}: must be >= {minimum}, got {number!r}",
-            key=f"connectors.telegram.{key}",
-        )
-    return number
 
 
 def platform_chat(chat_id: str) -> int | str:
@@ -302,11 +285,11 @@ class TelegramConnector(BaseConnector):
             assistant_name=settings.assistant_name,
             base_url=str(opts.get("base_url") or "") or None,
             base_file_url=str(opts.get("base_file_url") or "") or None,
-            poll_timeout_s=_option(opts, "poll_timeout_s", 30.0, minimum=0),
-            request_timeout_s=_option(opts, "request_timeout_s", 20.0, minimum=0.1),
-            per_chat_interval_s=_option(opts, "per_chat_interval_s", 1.0, minimum=0.001),
-            group_rate_per_min=_option(opts, "group_rate_per_min", 20.0, minimum=1),
-            global_rate_per_s=_option(opts, "global_rate_per_s", 30.0, minimum=1),
+            poll_timeout_s=number_option(opts, "telegram", "poll_timeout_s", 30.0, minimum=0),
+            request_timeout_s=number_option(opts, "telegram", "request_timeout_s", 20.0, minimum=0.1),
+            per_chat_interval_s=number_option(opts, "telegram", "per_chat_interval_s", 1.0, minimum=0.001),
+            group_rate_per_min=number_option(opts, "telegram", "group_rate_per_min", 20.0, minimum=1),
+            global_rate_per_s=number_option(opts, "telegram", "global_rate_per_s", 30.0, minimum=1),
             max_text_bytes=settings.max_text_bytes,
         )
 
