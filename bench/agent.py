@@ -36,8 +36,8 @@ from microclaw.agent.providers.anthropic import AnthropicProvider
 from microclaw.agent.providers.base import BaseProvider, ChatTurn, Completion, ToolCall, Usage
 from microclaw.agent.runtime import build_agent
 from microclaw.config import AgentSettings
-from microclaw.inbound import ingest
-from microclaw.router import process_group
+from microclaw.pipeline.inbound import ingest
+from microclaw.pipeline.router import process_group
 from microclaw.sandbox.client import SandboxClient
 from tests.helpers import envelope, register, router_deps
 from tests.integration.agent.fakes import Call, FakeAnthropic, Step

@@ -34,7 +34,7 @@ from sqlalchemy import select
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from microclaw.envelope import make_envelope
-from microclaw.inbound import ingest_and_kick
+from microclaw.pipeline.inbound import ingest_and_kick
 from microclaw.store import groups
 from microclaw.store.db import read_tx, write_tx
 from microclaw.store.models import Message, Run

@@ -6,12 +6,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from microclaw.celery_app import app, publish_kick
 from microclaw.envelope import parse_envelope
 from microclaw.errors import EnvelopeError
-from microclaw.inbound import ingest_and_kick, reject
-from microclaw.wiring import sender_allowlist_loader
-from workers import queues
+from microclaw.pipeline.inbound import ingest_and_kick, reject
+from microclaw.runtime import queues
+from microclaw.runtime.celery_app import app, publish_kick
+from microclaw.runtime.wiring import sender_allowlist_loader
 from workers.context import context
 
 logger = logging.getLogger(__name__)

@@ -7,12 +7,12 @@ import logging
 
 from sqlalchemy import delete
 
-from microclaw.broker import purge_consumed
-from microclaw.celery_app import app, publish_deliver, publish_kick
+from microclaw.broker.transport import purge_consumed
+from microclaw.pipeline.sweeper import sweep as find_stranded
+from microclaw.runtime import queues
+from microclaw.runtime.celery_app import app, publish_deliver, publish_kick
 from microclaw.store.db import now_ms, write_tx
 from microclaw.store.models import WorkerHeartbeat
-from microclaw.sweeper import sweep as find_stranded
-from workers import queues
 from workers.context import context
 
 logger = logging.getLogger(__name__)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from microclaw.celery_app import app
-from microclaw.delivery import deliver_chat
 from microclaw.errors import TransientStoreError
-from workers import queues
+from microclaw.pipeline.delivery import deliver_chat
+from microclaw.runtime import queues
+from microclaw.runtime.celery_app import app
 from workers.context import context
 
 

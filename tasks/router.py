@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from microclaw.celery_app import app
 from microclaw.errors import TransientStoreError
-from microclaw.router import process_group
-from workers import queues
+from microclaw.pipeline.router import process_group
+from microclaw.runtime import queues
+from microclaw.runtime.celery_app import app
 from workers.context import context
 
 

@@ -22,8 +22,9 @@ from typing import Any
 
 from celery import Task
 
-from microclaw.celery_app import app
 from microclaw.errors import ConfigError, PolicyDenied, SandboxError, SandboxUnavailable
+from microclaw.runtime import queues
+from microclaw.runtime.celery_app import app
 from microclaw.sandbox.client import (
     app_result_backend,
     decode_mounts,
@@ -36,7 +37,6 @@ from microclaw.sandbox.client import (
     unb64,
 )
 from microclaw.sandbox.service import SandboxService
-from workers import queues
 from workers.sandbox import runtime
 
 logger = logging.getLogger(__name__)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from microclaw.celery_app import app, publish_kick
+from microclaw.runtime import queues
+from microclaw.runtime.celery_app import app, publish_kick
 from microclaw.scheduler.tick import claim_due_tasks
-from workers import queues
 from workers.context import context
 
 

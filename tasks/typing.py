@@ -13,11 +13,11 @@ import logging
 from collections.abc import Sequence
 from typing import Literal
 
-from microclaw.celery_app import app
 from microclaw.connectors.base import BaseConnector
-from microclaw.delivery import connector_for
 from microclaw.errors import ConnectorError
-from workers import queues
+from microclaw.pipeline.delivery import connector_for
+from microclaw.runtime import queues
+from microclaw.runtime.celery_app import app
 from workers.context import context
 
 logger = logging.getLogger(__name__)

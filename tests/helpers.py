@@ -14,9 +14,9 @@ from microclaw.agent.providers.scripted import ScriptedProvider
 from microclaw.config import OutboundSettings
 from microclaw.connectors.fake import FakeConnector
 from microclaw.connectors.mailbox import Mailbox
-from microclaw.delivery import DeliveryDeps
 from microclaw.envelope import Envelope, make_envelope
-from microclaw.router import RouterConfig, RouterDeps
+from microclaw.pipeline.delivery import DeliveryDeps
+from microclaw.pipeline.router import RouterConfig, RouterDeps
 from microclaw.store import groups
 from microclaw.store.db import read_tx, write_tx
 from microclaw.store.models import OutboxEntry, Run

@@ -18,10 +18,10 @@ from sqlalchemy import select, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from microclaw.config import Settings
+from microclaw.runtime import queues
+from microclaw.runtime.wiring import app_engine, bootstrap_database
 from microclaw.store.db import read_tx, write_tx
 from microclaw.store.models import BeatState
-from microclaw.wiring import app_engine, bootstrap_database
-from workers import queues
 
 _T = BeatState.__table__
 _DUE = text(

@@ -19,10 +19,16 @@ from microclaw.agent.providers import load_provider
 from microclaw.agent.runtime import build_agent
 from microclaw.config import Settings, load_settings
 from microclaw.connectors.base import BaseConnector
-from microclaw.delivery import DeliveryDeps
-from microclaw.router import AgentFn, RouterDeps
+from microclaw.pipeline.delivery import DeliveryDeps
+from microclaw.pipeline.router import AgentFn, RouterDeps
+from microclaw.runtime.wiring import (
+    app_engine,
+    build_connectors,
+    router_config,
+    sender_allowlist_loader,
+    worker_name,
+)
 from microclaw.sandbox.client import SandboxClient
-from microclaw.wiring import app_engine, build_connectors, router_config, sender_allowlist_loader, worker_name
 
 # Providers that never call tools: no sandbox, sessions or spend records for them.
 OFFLINE_PROVIDERS = frozenset({"", "none", "scripted"})
@@ -47,7 +53,7 @@ class ProcessContext:
 
     @cached_property
     def router_deps(self) -> RouterDeps:
-        from microclaw.celery_app import publish_deliver, publish_typing
+        from microclaw.runtime.celery_app import publish_deliver, publish_typing
 
         config = router_config(self.settings)
         return RouterDeps(
@@ -72,7 +78,7 @@ class ProcessContext:
                 return run_agent(provider, request, assistant_name=name, on_step=on_step)
 
             return offline
-        from microclaw.celery_app import app
+        from microclaw.runtime.celery_app import app
 
         return build_agent(
             settings.agent,

@@ -30,10 +30,10 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from microclaw.config import Settings
 from microclaw.errors import SandboxError, SandboxUnavailable
+from microclaw.runtime.wiring import app_engine, build_sandbox, sandbox_credentials, worker_name
 from microclaw.sandbox.service import SandboxService
 from microclaw.store.db import now_ms, write_tx
 from microclaw.store.models import ComponentStatus
-from microclaw.wiring import app_engine, build_sandbox, sandbox_credentials, worker_name
 
 logger = logging.getLogger(__name__)
 

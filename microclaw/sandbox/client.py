@@ -53,10 +53,7 @@ from microclaw.errors import (
     SandboxUnavailable,
     TransientSandboxError,
 )
-from microclaw.sandbox.base import ContainerHandle, ExecResult
-from microclaw.sandbox.mounts import MountRequest
-from microclaw.sandbox.service import FileContent, FileEntry
-from workers.queues import (
+from microclaw.runtime.queues import (
     SANDBOX,
     SANDBOX_ENSURE,
     SANDBOX_EXEC,
@@ -65,6 +62,9 @@ from workers.queues import (
     SANDBOX_STOP,
     SANDBOX_WRITE_FILE,
 )
+from microclaw.sandbox.base import ContainerHandle, ExecResult
+from microclaw.sandbox.mounts import MountRequest
+from microclaw.sandbox.service import FileContent, FileEntry
 
 if TYPE_CHECKING:
     from celery.backends.base import BaseBackend

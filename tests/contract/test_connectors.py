@@ -21,7 +21,7 @@ from microclaw.connectors import CONNECTORS
 from microclaw.connectors.base import BaseConnector, ConnectorSettings
 from microclaw.errors import ConfigError, ConnectorError
 from microclaw.registry import load_class
-from microclaw.wiring import CONNECTOR_SECRETS
+from microclaw.runtime.wiring import CONNECTOR_SECRETS
 
 # Settings a sibling needs besides its secrets before it can be built (loopback only).
 PLATFORM_OPTIONS: dict[str, dict[str, Any]] = {

@@ -19,8 +19,8 @@ from microclaw.agent.loop import AgentRequest, AgentResult
 from microclaw.core.senders import AllowEntry, SenderAllowlist
 from microclaw.envelope import make_envelope
 from microclaw.errors import TransientProviderError
-from microclaw.inbound import ingest, ingest_and_kick
-from microclaw.router import process_group
+from microclaw.pipeline.inbound import ingest, ingest_and_kick
+from microclaw.pipeline.router import process_group
 from microclaw.scheduler.tick import claim_due_tasks, iso
 from microclaw.store import groups, tasks
 from microclaw.store.db import now_ms, read_tx, write_tx

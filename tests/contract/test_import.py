@@ -16,15 +16,15 @@ import pytest
 from sqlalchemy import Engine, select, text
 
 from microclaw.agent.loop import AgentResult
-from microclaw.importer import (
+from microclaw.importer.nanoclaw import (
     NanoClawImportError,
     copy_group_folders,
     import_nanoclaw,
     iso_to_ms,
     jid_channel,
 )
-from microclaw.inbound import ingest
-from microclaw.router import process_group
+from microclaw.pipeline.inbound import ingest
+from microclaw.pipeline.router import process_group
 from microclaw.store import groups
 from microclaw.store.db import read_tx, write_tx
 from microclaw.store.models import Base

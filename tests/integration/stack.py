@@ -21,14 +21,14 @@ import httpx
 from celery import Celery
 from sqlalchemy import Engine, select
 
-from microclaw.celery_app import create_app
 from microclaw.config import Settings, load_settings
 from microclaw.connectors.mailbox import Mailbox
+from microclaw.runtime import queues
+from microclaw.runtime.celery_app import create_app
+from microclaw.runtime.wiring import app_engine, bootstrap_database
 from microclaw.store.db import read_tx
 from microclaw.store.models import WorkerHeartbeat
-from microclaw.wiring import app_engine, bootstrap_database
 from tests.conftest import base_env
-from workers import queues
 
 BIN = Path(sys.executable).parent
 FAST = {
@@ -204,7 +204,7 @@ class Stack:
             [
                 str(BIN / "celery"),
                 "-A",
-                "microclaw.celery_app",
+                "microclaw.runtime.celery_app",
                 "worker",
                 "-Q",
                 queue_names,
@@ -232,7 +232,7 @@ class Stack:
             [
                 str(BIN / "celery"),
                 "-A",
-                "microclaw.celery_app",
+                "microclaw.runtime.celery_app",
                 "beat",
                 "-S",
                 "workers.beat:DatabaseScheduler",

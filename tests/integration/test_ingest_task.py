@@ -8,11 +8,11 @@ import time
 import pytest
 from sqlalchemy import func, select
 
+from microclaw.runtime import queues
 from microclaw.store import audit, groups
 from microclaw.store.db import read_tx, write_tx
 from microclaw.store.models import Message
 from tests.integration.stack import wait_for
-from workers import queues
 
 pytestmark = pytest.mark.slow
 

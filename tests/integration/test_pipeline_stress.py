@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from microclaw.envelope import make_envelope
-from microclaw.inbound import ingest_and_kick
+from microclaw.pipeline.inbound import ingest_and_kick
 from microclaw.store import groups
 from microclaw.store.db import read_tx, write_tx
 from microclaw.store.models import OutboxEntry, Run

@@ -9,7 +9,7 @@ from collections import defaultdict
 import pytest
 
 from microclaw.envelope import make_envelope
-from microclaw.inbound import ingest_and_kick
+from microclaw.pipeline.inbound import ingest_and_kick
 from microclaw.store import groups
 from microclaw.store.db import write_tx
 from tests.integration.stack import start_redis, wait_for
@@ -67,8 +67,8 @@ def test_pipeline_on_redis(make_stack, redis_url: str) -> None:
 def test_status_reads_queue_depths_from_redis(redis_url: str) -> None:
     from kombu import Connection
 
-    from microclaw.broker import queue_depths
-    from workers.queues import OUTBOUND, QUEUES, ROUTER
+    from microclaw.broker.transport import queue_depths
+    from microclaw.runtime.queues import OUTBOUND, QUEUES, ROUTER
 
     assert queue_depths(redis_url, QUEUES) == dict.fromkeys(QUEUES, 0)  # nothing published yet
     with Connection(redis_url) as conn:
@@ -84,7 +84,7 @@ def test_status_reads_queue_depths_from_redis(redis_url: str) -> None:
 
 
 def test_an_unreachable_broker_gives_no_depths_instead_of_failing_status() -> None:
-    from microclaw.broker import queue_depths
+    from microclaw.broker.transport import queue_depths
     from tests.conftest import free_port
 
     assert queue_depths(f"redis://127.0.0.1:{free_port()}/0", ["microclaw.router"]) == {}

@@ -30,7 +30,6 @@ from typing import Any, ClassVar
 
 from sqlalchemy import Connection, Engine, text
 
-from microclaw import leases
 from microclaw.agent.tools.base import BaseTool, ToolContext, ToolError
 from microclaw.core.groups import is_valid_group_folder, resolve_group_folder_path
 from microclaw.core.ipc import (
@@ -41,6 +40,7 @@ from microclaw.core.ipc import (
     visible_tasks,
 )
 from microclaw.errors import PolicyDenied
+from microclaw.pipeline import leases
 from microclaw.scheduler.schedule import first_run
 from microclaw.scheduler.tick import iso
 from microclaw.store import audit, groups, messages, outbox, tasks

@@ -21,8 +21,8 @@ from microclaw.agent.providers.anthropic import AnthropicProvider
 from microclaw.agent.providers.openai import OpenAIProvider
 from microclaw.agent.runtime import build_agent
 from microclaw.config import AgentSettings
-from microclaw.inbound import ingest
-from microclaw.router import RouterDeps, process_group
+from microclaw.pipeline.inbound import ingest
+from microclaw.pipeline.router import RouterDeps, process_group
 from microclaw.store import audit, groups
 from microclaw.store.db import now_ms, read_tx, write_tx
 from microclaw.store.models import AgentUsage, ScheduledTask, TaskQueueEntry

@@ -16,7 +16,7 @@ from microclaw.agent.providers.base import BaseProvider, ChatTurn, Completion
 from microclaw.agent.runtime import build_agent
 from microclaw.config import AgentSettings
 from microclaw.core.formatting import wrap_scheduled_prompt
-from microclaw.router import process_group
+from microclaw.pipeline.router import process_group
 from microclaw.scheduler.tick import claim_due_tasks, iso
 from microclaw.store import audit, tasks
 from microclaw.store.db import read_tx, write_tx

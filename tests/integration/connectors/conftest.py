@@ -14,8 +14,8 @@ from sqlalchemy import Engine, select
 from microclaw.config import Settings
 from microclaw.connectors.base import BaseConnector
 from microclaw.envelope import Envelope
-from microclaw.host import Host
-from microclaw.inbound import ingest
+from microclaw.pipeline.inbound import ingest
+from microclaw.runtime.host import Host
 from microclaw.store.db import read_tx
 from microclaw.store.models import Message
 from tests.integration.connectors.fake_discord import FakeDiscord

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from microclaw.connectors.discord import DiscordConnector
-from microclaw.delivery import deliver_chat
 from microclaw.errors import PermanentConnectorError, TransientConnectorError
+from microclaw.pipeline.delivery import deliver_chat
 from microclaw.store import outbox
 from microclaw.store.db import write_tx
 from tasks.typing import show_typing

@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import update
 
 from microclaw.connectors.telegram import TelegramConnector
-from microclaw.delivery import deliver_chat
 from microclaw.errors import PermanentConnectorError, TransientConnectorError
+from microclaw.pipeline.delivery import deliver_chat
 from microclaw.store import outbox
 from microclaw.store.db import write_tx
 from microclaw.store.models import OutboxEntry

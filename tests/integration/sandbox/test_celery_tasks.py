@@ -23,15 +23,15 @@ import pytest
 from sqlalchemy import select
 
 from microclaw.errors import PolicyDenied, SandboxUnavailable, TransientSandboxError
+from microclaw.runtime import queues
+from microclaw.runtime.status import collect_status, health_problems
 from microclaw.sandbox.client import SandboxClient
 from microclaw.sandbox.mounts import MountRequest
-from microclaw.status import collect_status, health_problems
 from microclaw.store import audit
 from microclaw.store.db import read_tx
 from microclaw.store.models import ComponentStatus, WorkerHeartbeat
 from tests.integration.sandbox.conftest import IMAGE, RUN_ID
 from tests.integration.stack import BIN, Stack, wait_for
-from workers import queues
 
 ROOT = Path(__file__).resolve().parents[3]
 _counter = iter(range(1_000_000))

@@ -14,7 +14,7 @@ from microclaw.config import load_settings
 from microclaw.connectors.base import ConnectorSettings
 from microclaw.connectors.email import Cursor, EmailConnector, EmailOptions, FetchedMail
 from microclaw.errors import ConfigError, PermanentConnectorError
-from microclaw.wiring import CONNECTOR_SECRETS, build_connectors
+from microclaw.runtime.wiring import CONNECTOR_SECRETS, build_connectors
 
 SECRETS = {"EMAIL_IMAP_PASSWORD": "imap-pw"}
 BASE = {"imap_host": "imap.example.com", "imap_user": "andy@example.com", "smtp_host": "smtp.example.com"}

@@ -22,7 +22,7 @@ from microclaw.connectors.imessage import (
 )
 from microclaw.connectors.state import ConnectorState
 from microclaw.errors import ConfigError, PermanentConnectorError
-from microclaw.wiring import build_connectors
+from microclaw.runtime.wiring import build_connectors
 from tests.integration.connectors.chatdb import attributed_body
 
 

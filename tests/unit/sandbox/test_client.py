@@ -17,6 +17,7 @@ from microclaw.errors import (
     SandboxUnavailable,
     TransientSandboxError,
 )
+from microclaw.runtime import queues
 from microclaw.sandbox.base import ExecResult
 from microclaw.sandbox.client import (
     SandboxClient,
@@ -29,7 +30,6 @@ from microclaw.sandbox.client import (
     raise_error,
 )
 from microclaw.sandbox.mounts import MountRequest
-from workers import queues
 
 
 def test_exec_results_round_trip_with_binary_output() -> None:

@@ -16,8 +16,8 @@ from celery.concurrency.thread import TaskPool as ThreadPool
 
 from microclaw.config import load_settings
 from microclaw.errors import SandboxUnavailable
-from microclaw.status import collect_status
-from microclaw.wiring import app_engine, bootstrap_database
+from microclaw.runtime.status import collect_status
+from microclaw.runtime.wiring import app_engine, bootstrap_database
 from workers import sandbox as role
 
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from microclaw import leases
 from microclaw.errors import LeaseLost
+from microclaw.pipeline import leases
 from microclaw.store.db import write_tx
 
 

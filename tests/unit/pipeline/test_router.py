@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from sqlalchemy import insert, select, update
 
-from microclaw import leases
 from microclaw.agent.loop import AgentResult
 from microclaw.errors import TransientProviderError
-from microclaw.inbound import ingest
-from microclaw.router import process_group
+from microclaw.pipeline import leases
+from microclaw.pipeline.inbound import ingest
+from microclaw.pipeline.router import process_group
 from microclaw.store import audit, groups
 from microclaw.store.db import now_ms, read_tx, write_tx
 from microclaw.store.models import GroupState, Lease, Run, ScheduledTask, TaskQueueEntry
@@ -283,7 +283,7 @@ def test_typing_is_shown_for_message_runs_only_and_never_blocks(engine, tmp_path
 def test_typing_is_refreshed_while_a_long_run_works(engine, tmp_path, monkeypatch) -> None:
     import threading
 
-    from microclaw import router as router_module
+    from microclaw.pipeline import router as router_module
 
     monkeypatch.setattr(router_module, "PULSE_S", 0.02)
     register(engine, "fake:g", requires_trigger=False, folder="fake_g")

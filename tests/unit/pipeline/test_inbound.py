@@ -5,7 +5,7 @@ import json
 from sqlalchemy import func, select
 
 from microclaw.core.senders import load_sender_allowlist
-from microclaw.inbound import ingest, ingest_and_kick
+from microclaw.pipeline.inbound import ingest, ingest_and_kick
 from microclaw.store import audit, groups
 from microclaw.store.db import read_tx
 from microclaw.store.models import Chat, Message

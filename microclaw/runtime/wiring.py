@@ -24,8 +24,8 @@ from microclaw.connectors import CONNECTORS
 from microclaw.connectors.base import BaseConnector, ConnectorSettings
 from microclaw.core.senders import SenderAllowlist, load_sender_allowlist
 from microclaw.errors import ConfigError
+from microclaw.pipeline.router import RouterConfig
 from microclaw.registry import load_class
-from microclaw.router import RouterConfig
 from microclaw.store import groups
 from microclaw.store.audit import record_now
 from microclaw.store.db import create_sqlite_engine, migrate, write_tx

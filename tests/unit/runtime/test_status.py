@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import Engine, update
 
-from microclaw.status import health_problems, sandbox_status
+from microclaw.runtime.status import health_problems, sandbox_status
 from microclaw.store.db import now_ms, read_tx, write_tx
 from microclaw.store.models import ComponentStatus
 from workers.sandbox import record_component

@@ -25,14 +25,14 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from microclaw.config import Settings
 from microclaw.connectors.base import BaseConnector
 from microclaw.connectors.local import LocalConnector
-from microclaw.control import create_control_app
 from microclaw.envelope import Envelope
 from microclaw.errors import EnvelopeError, PermanentConnectorError
-from microclaw.inbound import ingest_and_kick, reject
-from microclaw.status import collect_status, health_problems
+from microclaw.pipeline.inbound import ingest_and_kick, reject
+from microclaw.runtime.control import create_control_app
+from microclaw.runtime.status import collect_status, health_problems
+from microclaw.runtime.wiring import ConnectorBoot, sender_allowlist_loader
 from microclaw.store.db import now_ms, write_tx
 from microclaw.store.models import ConnectorStatus
-from microclaw.wiring import ConnectorBoot, sender_allowlist_loader
 
 logger = logging.getLogger(__name__)
 _CS = ConnectorStatus.__table__

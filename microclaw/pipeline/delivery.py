@@ -23,10 +23,10 @@ from typing import Literal
 
 from sqlalchemy import Connection, Engine
 
-from microclaw import leases
 from microclaw.config import OutboundSettings
 from microclaw.connectors.base import BaseConnector
 from microclaw.errors import ConnectorError, LeaseLost, TransientConnectorError
+from microclaw.pipeline import leases
 from microclaw.store import audit, outbox
 from microclaw.store.db import now_ms, write_tx
 from microclaw.store.outbox import OutboxRow

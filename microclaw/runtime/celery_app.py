@@ -1,6 +1,6 @@
 """The Celery application: broker, routes and process hooks, built from settings.
 
-``celery -A microclaw.celery_app worker|beat`` imports this module, which loads and validates
+``celery -A microclaw.runtime.celery_app worker|beat`` imports this module, which loads and validates
 the settings once (an invalid setting stops the process with a message naming the key). Chat
 tasks ignore results (sandbox tasks carry their own result store, see
 `microclaw.sandbox.client`); with the SQLite broker remote control, gossip, mingle and
@@ -16,10 +16,10 @@ from typing import Any
 
 from celery import Celery, signals
 
-from microclaw.broker import celery_broker_options, dispose_engines
+from microclaw.broker.transport import celery_broker_options, dispose_engines
 from microclaw.config import Settings, load_settings
 from microclaw.logs import configure_logging
-from workers import queues
+from microclaw.runtime import queues
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def _setup_logging(**_: Any) -> None:
 def _worker_init(**_: Any) -> None:
     # Any process may be the first to start: each brings the schema up to date (serialized by
     # SQLite's write lock; a no-op when already current). A failure stops the worker.
-    from microclaw.wiring import bootstrap_database
+    from microclaw.runtime.wiring import bootstrap_database
 
     bootstrap_database(settings)
 

@@ -17,8 +17,9 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select
 
-from microclaw.broker import queue_depths
+from microclaw.broker.transport import queue_depths
 from microclaw.config import Settings
+from microclaw.runtime.queues import QUEUES
 from microclaw.store import outbox
 from microclaw.store.db import now_ms, read_tx
 from microclaw.store.models import (
@@ -29,7 +30,6 @@ from microclaw.store.models import (
     ScheduledTask,
     WorkerHeartbeat,
 )
-from workers.queues import QUEUES
 
 HEARTBEAT_STALE_MS = 20_000
 

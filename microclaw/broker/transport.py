@@ -194,7 +194,7 @@ def celery_broker_options(url: str, polling_interval: float) -> dict[str, Any]:
         SQLiteTransport.polling_interval = polling_interval
         return {
             "broker_url": url.removeprefix(SQLITE_PREFIX),
-            "broker_transport": "microclaw.broker:SQLiteTransport",
+            "broker_transport": "microclaw.broker.transport:SQLiteTransport",
             "broker_connection_retry_on_startup": True,
         }
     return {"broker_url": url, "broker_connection_retry_on_startup": True}

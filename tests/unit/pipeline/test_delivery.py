@@ -8,7 +8,7 @@ from typing import ClassVar
 import pytest
 from sqlalchemy import update
 
-from microclaw.delivery import deliver_chat, split_text
+from microclaw.pipeline.delivery import deliver_chat, split_text
 from microclaw.store import audit, outbox
 from microclaw.store.db import read_tx, write_tx
 from microclaw.store.models import OutboxEntry

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, select
 
-from microclaw import leases
-from microclaw.router import has_pending
+from microclaw.pipeline import leases
+from microclaw.pipeline.router import has_pending
 from microclaw.store import groups, outbox
 from microclaw.store.db import now_ms, write_tx
 from microclaw.store.models import GroupState, Message, Run, TaskQueueEntry

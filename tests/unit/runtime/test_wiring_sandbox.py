@@ -11,10 +11,10 @@ import pytest
 from sqlalchemy import Engine
 
 from microclaw.config import load_settings
+from microclaw.runtime.wiring import build_sandbox, redactor, sandbox_audit, sandbox_config
 from microclaw.sandbox.base import Credentials
 from microclaw.store import audit
 from microclaw.store.db import read_tx
-from microclaw.wiring import build_sandbox, redactor, sandbox_audit, sandbox_config
 
 
 @pytest.fixture

@@ -2,12 +2,12 @@ from __future__ import annotations
 
 from sqlalchemy import update
 
-from microclaw import leases
-from microclaw.inbound import ingest
+from microclaw.pipeline import leases
+from microclaw.pipeline.inbound import ingest
+from microclaw.pipeline.sweeper import sweep
 from microclaw.store import outbox
 from microclaw.store.db import now_ms, write_tx
 from microclaw.store.models import GroupState, OutboxEntry
-from microclaw.sweeper import sweep
 from tests.helpers import envelope, register
 
 

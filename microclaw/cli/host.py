@@ -96,9 +96,9 @@ def _boot_report(settings: Settings, boots: list[Any]) -> None:
 @host_main.command(help="Start the host (connectors + localhost HTTP). Daemonizes unless --foreground.")
 @click.option("--foreground", is_flag=True, help="Stay attached (for honcho/systemd).")
 def run(foreground: bool) -> None:
-    from microclaw.celery_app import publish_kick
-    from microclaw.host import Host
-    from microclaw.wiring import app_engine, bootstrap_database, build_connectors
+    from microclaw.runtime.celery_app import publish_kick
+    from microclaw.runtime.host import Host
+    from microclaw.runtime.wiring import app_engine, bootstrap_database, build_connectors
 
     settings = _settings()
     configure_logging(settings.logging.level, settings.logging.format, role="host")
@@ -157,8 +157,8 @@ def stop(timeout: float) -> None:
 
 
 def _status_snapshot(settings: Settings) -> dict[str, Any]:
-    from microclaw.status import collect_status
-    from microclaw.wiring import app_engine, bootstrap_database
+    from microclaw.runtime.status import collect_status
+    from microclaw.runtime.wiring import app_engine, bootstrap_database
 
     bootstrap_database(settings)
     engine = app_engine(settings)
@@ -240,7 +240,7 @@ def _sandbox_line(sb: dict[str, Any]) -> str:
 
 @host_main.command(help="Exit 0 when the host answers and router, outbound and beat are alive.")
 def health() -> None:
-    from microclaw.status import health_problems
+    from microclaw.runtime.status import health_problems
 
     settings = _settings()
     configure_logging("WARNING", "text")
@@ -257,7 +257,7 @@ def health() -> None:
 
 @host_main.command(help="Push one synthetic message through router -> agent -> outbox, offline.")
 def smoke() -> None:
-    from microclaw.smoke import run_smoke
+    from microclaw.runtime.smoke import run_smoke
 
     settings = _settings()
     configure_logging("WARNING", "text")
@@ -378,7 +378,7 @@ def _wait_replies(
 @click.option("--dry-run", is_flag=True, help="Show what would be imported; write nothing.")
 @click.option("--assistant-name", default=None, help="NanoClaw's ASSISTANT_NAME (default: ours).")
 def import_nanoclaw(path: Path, groups_dir: Path | None, dry_run: bool, assistant_name: str | None) -> None:
-    from microclaw.importer import run_command
+    from microclaw.importer.nanoclaw import run_command
 
     settings = _settings()
     configure_logging("ERROR", "text")
@@ -398,9 +398,9 @@ def import_nanoclaw(path: Path, groups_dir: Path | None, dry_run: bool, assistan
 @click.option("--trigger", default=None, help="Its trigger word (default: the configured trigger).")
 @click.option("--no-trigger-required", is_flag=True, help="Answer every message, not only triggered ones.")
 def register_group(jid: str, name: str, folder: str, trigger: str | None, no_trigger_required: bool) -> None:
+    from microclaw.runtime.wiring import app_engine, bootstrap_database
     from microclaw.store import groups
     from microclaw.store.db import write_tx
-    from microclaw.wiring import app_engine, bootstrap_database
 
     settings = _settings()
     configure_logging("WARNING", "text")

@@ -9,7 +9,7 @@ from queue import Empty
 import pytest
 from kombu import Connection, Queue
 
-from microclaw.broker import celery_broker_options, purge_consumed, queue_depths
+from microclaw.broker.transport import celery_broker_options, purge_consumed, queue_depths
 
 
 def _conn(path: Path) -> Connection:
@@ -20,7 +20,7 @@ def _conn(path: Path) -> Connection:
 def test_options_pick_the_subclass_only_for_sqlite() -> None:
     opts = celery_broker_options("sqla+sqlite:////tmp/x.db", 0.05)
     assert opts["broker_url"] == "sqlite:////tmp/x.db"
-    assert opts["broker_transport"] == "microclaw.broker:SQLiteTransport"
+    assert opts["broker_transport"] == "microclaw.broker.transport:SQLiteTransport"
     assert celery_broker_options("redis://127.0.0.1:6379/0", 0.05)["broker_url"] == "redis://127.0.0.1:6379/0"
     assert "broker_transport" not in celery_broker_options("redis://127.0.0.1:6379/0", 0.05)
 

@@ -16,12 +16,12 @@ from microclaw.agent.providers.scripted import ScriptedProvider
 from microclaw.config import Settings
 from microclaw.connectors.base import ConnectorSettings
 from microclaw.connectors.local import LocalConnector
-from microclaw.delivery import DeliveryDeps, deliver_chat
-from microclaw.inbound import ingest
-from microclaw.router import RouterDeps, process_group
+from microclaw.pipeline.delivery import DeliveryDeps, deliver_chat
+from microclaw.pipeline.inbound import ingest
+from microclaw.pipeline.router import RouterDeps, process_group
+from microclaw.runtime.wiring import app_engine, bootstrap_database, router_config
 from microclaw.store import groups
 from microclaw.store.db import write_tx
-from microclaw.wiring import app_engine, bootstrap_database, router_config
 
 SMOKE_CHAT = "local:smoke"
 SMOKE_FOLDER = "local_smoke"

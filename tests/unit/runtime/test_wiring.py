@@ -10,7 +10,7 @@ from microclaw import connectors as registry
 from microclaw.config import load_settings
 from microclaw.connectors.base import BaseConnector, ConnectorSettings
 from microclaw.errors import ConfigError
-from microclaw.wiring import build_connectors
+from microclaw.runtime.wiring import build_connectors
 
 
 class NeedsToken(BaseConnector):
@@ -57,7 +57,7 @@ def test_skips_are_warnings_for_the_host_and_debug_in_worker_children(
 ) -> None:
     monkeypatch.setitem(registry.CONNECTORS, "needs_token", f"{__name__}:NeedsToken")
     monkeypatch.setenv("MICROCLAW_CONNECTORS__NEEDS_TOKEN__ENABLED", "true")
-    caplog.set_level("DEBUG", logger="microclaw.wiring")
+    caplog.set_level("DEBUG", logger="microclaw.runtime.wiring")
     build_connectors(load_settings())
     build_connectors(load_settings(), quiet=True)
     levels = [r.levelname for r in caplog.records if "needs_token skipped" in r.getMessage()]

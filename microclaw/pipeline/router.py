@@ -28,13 +28,13 @@ from typing import Any, Literal
 
 from sqlalchemy import Connection, Engine, insert, select, text, update
 
-from microclaw import leases
 from microclaw.agent.loop import AgentRequest, AgentResult
 from microclaw.core.formatting import format_messages, format_outbound, wrap_scheduled_prompt
 from microclaw.core.groups import resolve_group_folder_path
 from microclaw.core.senders import SenderAllowlist, is_trigger_allowed
 from microclaw.core.triggers import group_trigger_pattern, is_trigger_message, needs_trigger
 from microclaw.errors import LeaseLost
+from microclaw.pipeline import leases
 from microclaw.scheduler.schedule import next_run, truncate_result
 from microclaw.scheduler.tick import iso, parse_iso
 from microclaw.store import audit, groups, messages, outbox

@@ -1,0 +1,1 @@
+"""The durable path of one message."""
