@@ -34,10 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from microclaw.agent.providers.anthropic import AnthropicProvider
 from microclaw.agent.providers.base import BaseProvider, ChatTurn, Completion, ToolCall, Usage
-from microclaw.agent.runtime import build_agent
 from microclaw.config import AgentSettings
 from microclaw.pipeline.inbound import ingest
 from microclaw.pipeline.router import process_group
+from microclaw.runtime.wiring import build_agent
 from microclaw.sandbox.client import SandboxClient
 from tests.helpers import envelope, register, router_deps
 from tests.integration.agent.fakes import Call, FakeAnthropic, Step

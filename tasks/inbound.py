@@ -10,8 +10,8 @@ from microclaw.envelope import parse_envelope
 from microclaw.errors import EnvelopeError
 from microclaw.pipeline.inbound import ingest_and_kick, reject
 from microclaw.runtime import queues
-from microclaw.runtime.celery_app import app, publish_kick
 from microclaw.runtime.wiring import sender_allowlist_loader
+from workers.app import app, publish
 from workers.context import context
 
 logger = logging.getLogger(__name__)
@@ -26,6 +26,6 @@ def ingest(raw: Any) -> str:
         reject(ctx.engine, exc, source="celery")
         return "rejected"
     result = ingest_and_kick(
-        ctx.engine, envelope, publish_kick, allowlist=sender_allowlist_loader(ctx.settings)
+        ctx.engine, envelope, publish.kick, allowlist=sender_allowlist_loader(ctx.settings)
     )
     return result.status

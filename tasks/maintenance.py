@@ -10,9 +10,9 @@ from sqlalchemy import delete
 from microclaw.broker.transport import purge_consumed
 from microclaw.pipeline.sweeper import sweep as find_stranded
 from microclaw.runtime import queues
-from microclaw.runtime.celery_app import app, publish_deliver, publish_kick
 from microclaw.store.db import now_ms, write_tx
 from microclaw.store.models import WorkerHeartbeat
+from workers.app import app, publish
 from workers.context import context
 
 logger = logging.getLogger(__name__)
@@ -25,9 +25,9 @@ def sweep() -> dict[str, int]:
     found = find_stranded(ctx.engine, stale_after_ms=int(ctx.settings.beat.stale_after_s * 1000))
     for chat in found.kick:
         logger.info("sweeper re-kicks group", extra={"chat_jid": chat})
-        publish_kick(chat)
+        publish.kick(chat)
     for chat in found.deliver:
-        publish_deliver(chat)
+        publish.deliver(chat)
     return {"kicked": len(found.kick), "delivered": len(found.deliver)}
 
 

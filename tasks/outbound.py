@@ -5,7 +5,7 @@ from __future__ import annotations
 from microclaw.errors import TransientStoreError
 from microclaw.pipeline.delivery import deliver_chat
 from microclaw.runtime import queues
-from microclaw.runtime.celery_app import app
+from workers.app import app
 from workers.context import context
 
 

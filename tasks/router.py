@@ -5,7 +5,7 @@ from __future__ import annotations
 from microclaw.errors import TransientStoreError
 from microclaw.pipeline.router import process_group
 from microclaw.runtime import queues
-from microclaw.runtime.celery_app import app
+from workers.app import app
 from workers.context import context
 
 

@@ -24,7 +24,6 @@ from celery import Task
 
 from microclaw.errors import ConfigError, PolicyDenied, SandboxError, SandboxUnavailable
 from microclaw.runtime import queues
-from microclaw.runtime.celery_app import app
 from microclaw.sandbox.client import (
     app_result_backend,
     decode_mounts,
@@ -37,6 +36,7 @@ from microclaw.sandbox.client import (
     unb64,
 )
 from microclaw.sandbox.service import SandboxService
+from workers.app import app
 from workers.sandbox import runtime
 
 logger = logging.getLogger(__name__)

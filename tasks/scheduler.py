@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from microclaw.runtime import queues
-from microclaw.runtime.celery_app import app, publish_kick
 from microclaw.scheduler.tick import claim_due_tasks
+from workers.app import app, publish
 from workers.context import context
 
 
@@ -13,5 +13,5 @@ def tick() -> int:
     ctx = context()
     chats = claim_due_tasks(ctx.engine, timezone=ctx.settings.timezone)
     for chat in chats:
-        publish_kick(chat)
+        publish.kick(chat)
     return len(chats)

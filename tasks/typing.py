@@ -17,7 +17,7 @@ from microclaw.connectors.base import BaseConnector
 from microclaw.errors import ConnectorError
 from microclaw.pipeline.delivery import connector_for
 from microclaw.runtime import queues
-from microclaw.runtime.celery_app import app
+from workers.app import app
 from workers.context import context
 
 logger = logging.getLogger(__name__)

@@ -1,16 +1,16 @@
 """Celery beat for MicroClaw: the fixed schedule and a scheduler that keeps its state in SQLite.
 
-The schedule has four entries: the scheduler tick (claims due scheduled tasks; beat publishes it
-only when one read shows a task is due), the sweeper
-(re-kicks lost wake-ups, re-queues undelivered replies), cleanup (deletes consumed broker
-rows, prunes old heartbeats) and the sandbox's idle stop (on the sandbox queue: only the
-sandbox worker holds containers). `DatabaseScheduler` stores each entry's last run in the
-``beat_state`` table instead of a shelve file, so beat has no local state to lose or corrupt.
+The fixed schedule (`microclaw.runtime.celery_app.beat_schedule`) has four entries: the
+scheduler tick (claims due scheduled tasks; beat publishes it only when one read shows a task
+is due), the sweeper (re-kicks lost wake-ups, re-queues undelivered replies), cleanup (deletes
+consumed broker rows, prunes old heartbeats) and the sandbox's idle stop. `DatabaseScheduler`
+stores each entry's last run in the ``beat_state`` table instead of a shelve file, so beat has
+no local state to lose or corrupt.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from celery.beat import ScheduleEntry, Scheduler
@@ -28,32 +28,6 @@ _DUE = text(
     "SELECT 1 FROM scheduled_tasks"
     " WHERE status = 'active' AND next_run IS NOT NULL AND next_run <= :now LIMIT 1"
 )
-
-
-def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
-    b = settings.beat
-    return {
-        "scheduler-tick": {
-            "task": queues.TICK,
-            "schedule": timedelta(seconds=b.tick_interval_s),
-            "options": {"queue": queues.MAINTENANCE, "expires": b.tick_interval_s * 5},
-        },
-        "sweeper": {
-            "task": queues.SWEEP,
-            "schedule": timedelta(seconds=b.sweep_interval_s),
-            "options": {"queue": queues.MAINTENANCE, "expires": b.sweep_interval_s * 5},
-        },
-        "cleanup": {
-            "task": queues.CLEANUP,
-            "schedule": timedelta(seconds=settings.broker.cleanup_interval_s),
-            "options": {"queue": queues.MAINTENANCE},
-        },
-        "sandbox-stop-idle": {
-            "task": queues.SANDBOX_STOP_IDLE,
-            "schedule": timedelta(seconds=settings.sandbox.idle_check_interval_s),
-            "options": {"queue": queues.SANDBOX, "expires": settings.sandbox.idle_check_interval_s * 2},
-        },
-    }
 
 
 class DatabaseScheduler(Scheduler):

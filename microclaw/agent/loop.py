@@ -14,10 +14,10 @@ user); tool failures never do (the model sees them as tool errors); `LeaseLost` 
 or a host tool propagates. Turns and spend are saved only when the run completes.
 
 A scheduled task with a pre-check ``script`` (contract §4.6) runs it first through the agent's
-``precheck`` hook (the sandbox, see `microclaw.agent.runtime`): not woken means no model call
-and a result with ``text`` None; woken means the task prompt is re-wrapped with the script's
-data (§2.2). An agent without the hook (no sandbox) refuses such a run with `SandboxUnavailable`
-rather than run the script anywhere else.
+``precheck`` hook (the sandbox, see `microclaw.agent.precheck.audited_precheck`): not woken
+means no model call and a result with ``text`` None; woken means the task prompt is re-wrapped
+with the script's data (§2.2). An agent without the hook (no sandbox) refuses such a run with
+`SandboxUnavailable` rather than run the script anywhere else.
 
 Does not send anything: the router turns the result into outbox rows (``send_message`` is the
 tools' business).

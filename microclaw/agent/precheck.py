@@ -13,19 +13,27 @@ and error both mean "do not call the agent; the run succeeded with no result", a
 Sandbox faults (`SandboxError`, including `SandboxUnavailable`, and `PolicyDenied`) are not
 script outcomes: they propagate, so the router logs the task run as an error.
 
-Does not audit or decide what the router does with the outcome (`microclaw.agent.runtime` and
-`microclaw.agent.loop` do).
+`audited_precheck` is the agent's ``precheck`` hook: it runs the script through the sandbox
+client and audits every outcome as ``scheduler.precheck`` (decision ``wake``, ``skip`` or
+``error`` with a short reason, never the script's output). Without a sandbox client such a run
+fails (`SandboxUnavailable`); the script never runs on the host.
+
+Does not decide what the agent loop does with the outcome (`microclaw.agent.loop` does).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, cast
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 from microclaw.core.formatting import wrap_scheduled_prompt
+from microclaw.errors import MicroClawError, SandboxUnavailable
 from microclaw.sandbox.base import ExecResult
+
+if TYPE_CHECKING:
+    from microclaw.agent.loop import AgentRequest
 
 PRECHECK_TIMEOUT_S = 30.0
 MAX_STDOUT_BYTES = 1024 * 1024  # NanoClaw's execFile maxBuffer
@@ -107,3 +115,39 @@ def run_precheck(sandbox: PrecheckSandbox, group: str, is_main: bool, script: st
 def precheck_prompt(task_prompt: str, data: Any) -> str:
     """The woken agent's prompt (§2.2). A script that sent no ``data`` shows ``{}``."""
     return wrap_scheduled_prompt(task_prompt, cast(Mapping[str, Any], {} if data is None else data))
+
+
+def audited_precheck(
+    sandbox: PrecheckSandbox | None, record: Callable[..., None]
+) -> Callable[[AgentRequest], PrecheckResult]:
+    """The agent's ``precheck`` hook: run the request's script in the sandbox, audit the outcome.
+
+    ``record(kind, **fields)`` writes one audit row. A sandbox fault is audited as ``error`` and
+    re-raised (the run fails); with no sandbox the script is never run and the run fails.
+    """
+
+    def precheck(request: AgentRequest) -> PrecheckResult:
+        def note(decision: str, reason: str) -> None:
+            record(
+                "scheduler.precheck",
+                chat_jid=request.chat_jid,
+                decision=decision,
+                group=request.group_folder,
+                run_id=request.run_id,
+                reason=reason,
+            )
+
+        if sandbox is None:
+            note("error", "no sandbox: the script was not run")
+            raise SandboxUnavailable(
+                "a task pre-check script runs only in the sandbox", group=request.group_folder
+            )
+        try:
+            outcome = run_precheck(sandbox, request.group_folder, request.is_main, request.script or "")
+        except MicroClawError as exc:  # a sandbox fault, not the script's: the run fails
+            note("error", f"sandbox: {type(exc).__name__}")
+            raise
+        note(outcome.decision, outcome.reason)
+        return outcome
+
+    return precheck

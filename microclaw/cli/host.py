@@ -1,6 +1,8 @@
-"""Command lines: ``microclaw-host`` (run, stop, status, health, smoke, migrate) and
-``microclaw`` (chat). Entry points: they load settings, set up logging and render output;
-the work is done by library functions.
+"""``microclaw-host``: run, stop, status, health, smoke, migrate, register-group.
+
+An entry point: it loads settings, sets up logging and renders output; the work is done by
+library functions. Heavy modules are imported inside each command, so ``--help`` and the
+quick commands stay fast.
 """
 
 from __future__ import annotations
@@ -11,37 +13,18 @@ import os
 import signal
 import sys
 import time
-import uuid
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 import httpx
 import psutil
-from rich.console import Console
 from rich.table import Table
 
-from microclaw.config import Settings, load_settings
-from microclaw.errors import ConfigError, PermanentStoreError
+from microclaw.cli.common import console, err, fail, load_settings_or_exit
+from microclaw.config import Settings
+from microclaw.errors import PermanentStoreError
 from microclaw.logs import configure_logging
-
-console = Console(stderr=False)
-err = Console(stderr=True)
-
-
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except ConfigError as exc:
-        _fail(f"configuration error: {exc}", code=2)
-
-
-def _fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}")
-    sys.exit(code)
-
-
-# --- microclaw-host -----------------------------------------------------------------------
 
 
 @click.group(help="Run and inspect the MicroClaw host.")
@@ -96,20 +79,18 @@ def _boot_report(settings: Settings, boots: list[Any]) -> None:
 @host_main.command(help="Start the host (connectors + localhost HTTP). Daemonizes unless --foreground.")
 @click.option("--foreground", is_flag=True, help="Stay attached (for honcho/systemd).")
 def run(foreground: bool) -> None:
-    from microclaw.runtime.celery_app import publish_kick
-    from microclaw.runtime.host import Host
-    from microclaw.runtime.wiring import app_engine, bootstrap_database, build_connectors
+    from microclaw.runtime.wiring import bootstrap_database, build_connectors
 
-    settings = _settings()
+    settings = load_settings_or_exit()
     configure_logging(settings.logging.level, settings.logging.format, role="host")
     pidfile = settings.pidfile
     running = _read_pid(pidfile)
     if running and running != os.getpid():
-        _fail(f"the host is already running (pid {running}); stop it with `microclaw-host stop`")
+        fail(f"the host is already running (pid {running}); stop it with `microclaw-host stop`")
     try:
         bootstrap_database(settings)
     except PermanentStoreError as exc:
-        _fail(f"database migration failed, not starting: {exc}")
+        fail(f"database migration failed, not starting: {exc}")
     boots = build_connectors(settings)
     _boot_report(settings, boots)
     if not foreground:
@@ -120,19 +101,22 @@ def run(foreground: bool) -> None:
         with open(log_path, "a") as log:  # noqa: SIM117 - the context must wrap the daemon context
             with daemon.DaemonContext(working_directory=os.getcwd(), stdout=log, stderr=log, umask=0o027):
                 configure_logging(settings.logging.level, settings.logging.format, role="host")
-                _serve(settings, boots, publish_kick, pidfile, app_engine, Host)
+                _serve(settings, boots, pidfile)
         return
-    _serve(settings, boots, publish_kick, pidfile, app_engine, Host)
+    _serve(settings, boots, pidfile)
 
 
-def _serve(
-    settings: Settings, boots: list[Any], publish_kick: Any, pidfile: Path, app_engine: Any, host_cls: Any
-) -> None:
+def _serve(settings: Settings, boots: list[Any], pidfile: Path) -> None:
+    from microclaw.runtime.celery_app import Publisher, create_app
+    from microclaw.runtime.host import Host
+    from microclaw.runtime.wiring import app_engine
+
     pidfile.parent.mkdir(parents=True, exist_ok=True)
     pidfile.write_text(str(os.getpid()))
     engine = app_engine(settings)
+    publish = Publisher(create_app(settings))
     try:
-        asyncio.run(host_cls(settings, engine, boots, publish_kick).run())
+        asyncio.run(Host(settings, engine, boots, publish.kick).run())
     finally:
         if _read_pid(pidfile) == os.getpid():
             pidfile.unlink(missing_ok=True)
@@ -142,10 +126,10 @@ def _serve(
 @host_main.command(help="Stop a daemonized host (SIGTERM via the pidfile).")
 @click.option("--timeout", default=15.0, show_default=True)
 def stop(timeout: float) -> None:
-    settings = _settings()
+    settings = load_settings_or_exit()
     pid = _read_pid(settings.pidfile)
     if pid is None:
-        _fail("the host is not running", code=1)
+        fail("the host is not running", code=1)
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -153,7 +137,7 @@ def stop(timeout: float) -> None:
             console.print(f"stopped (pid {pid})")
             return
         time.sleep(0.1)
-    _fail(f"pid {pid} did not stop within {timeout:.0f} s")
+    fail(f"pid {pid} did not stop within {timeout:.0f} s")
 
 
 def _status_snapshot(settings: Settings) -> dict[str, Any]:
@@ -181,7 +165,7 @@ def _host_reachable(settings: Settings) -> bool:
 @host_main.command(help="Show connectors, queues, leases, workers, sandbox and next scheduled runs.")
 @click.option("--json", "as_json", is_flag=True, help="Print the raw JSON snapshot.")
 def status(as_json: bool) -> None:
-    settings = _settings()
+    settings = load_settings_or_exit()
     configure_logging("WARNING", "text")
     snap = _status_snapshot(settings)
     if as_json:
@@ -242,7 +226,7 @@ def _sandbox_line(sb: dict[str, Any]) -> str:
 def health() -> None:
     from microclaw.runtime.status import health_problems
 
-    settings = _settings()
+    settings = load_settings_or_exit()
     configure_logging("WARNING", "text")
     snap = _status_snapshot(settings)
     problems = health_problems(snap)
@@ -259,11 +243,11 @@ def health() -> None:
 def smoke() -> None:
     from microclaw.runtime.smoke import run_smoke
 
-    settings = _settings()
+    settings = load_settings_or_exit()
     configure_logging("WARNING", "text")
     result = run_smoke(settings)
     if result.reply is None:
-        _fail(f"smoke failed: no reply was delivered for {result.sent!r}")
+        fail(f"smoke failed: no reply was delivered for {result.sent!r}")
     console.print(f"sent:      {result.sent}")
     console.print(f"delivered: {result.reply}")
 
@@ -272,119 +256,13 @@ def smoke() -> None:
 def migrate() -> None:
     from microclaw.store.db import migrate as run_migrations
 
-    settings = _settings()
+    settings = load_settings_or_exit()
     configure_logging("WARNING", "text")
     try:
         revision = run_migrations(settings.store.db_path, busy_timeout_s=settings.store.busy_timeout_s)
     except PermanentStoreError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     console.print(f"database {settings.store.db_path} at revision {revision}")
-
-
-# --- microclaw ------------------------------------------------------------------------------
-
-
-@click.group(help="Talk to your MicroClaw assistant.")
-def main() -> None:
-    pass
-
-
-@main.command(help="Chat through the local channel. With -m, send one message and print the reply.")
-@click.option("-m", "--message", help="Send this one message, print the reply, exit.")
-@click.option("--chat-id", default=None, help="Local chat address (default: the main local chat).")
-@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for a reply with -m.")
-def chat(message: str | None, chat_id: str | None, timeout: float) -> None:
-    settings = _settings()
-    base = settings.http.base_url
-    with httpx.Client(base_url=base, timeout=40.0) as client:
-        try:
-            after = _latest_reply_id(client, chat_id)
-        except httpx.ConnectError:
-            _fail(f"the host is not running at {base}; start it with `make run` or `honcho start`")
-        if message is not None:
-            _send(client, message, chat_id)
-            replies = _wait_replies(client, chat_id, after, timeout)
-            if not replies:
-                _fail(f"no reply within {timeout:.0f} s (is a worker running? see `microclaw-host status`)")
-            for reply in replies:
-                console.print(reply["text"])
-            return
-        console.print(f"[dim]Connected to {base}. Type a message; Ctrl-D to quit.[/]")
-        while True:
-            try:
-                line = console.input("[bold cyan]you>[/] ")
-            except (EOFError, KeyboardInterrupt):
-                console.print()
-                return
-            if not line.strip():
-                continue
-            _send(client, line, chat_id)
-            with console.status("thinking…"):
-                replies = _wait_replies(client, chat_id, after, timeout)
-            for reply in replies:
-                console.print(f"[bold green]{settings.assistant_name}>[/] {reply['text']}")
-                after = max(after, reply["id"])
-            if not replies:
-                console.print("[yellow](no reply yet; it will show up with your next message)[/]")
-
-
-def _latest_reply_id(client: httpx.Client, chat_id: str | None) -> int:
-    after = 0
-    while True:
-        params: dict[str, Any] = {"after": after}
-        if chat_id:
-            params["chat_id"] = chat_id
-        items = client.get("/api/chat/replies", params=params).json()["replies"]
-        if not items:
-            return after
-        after = items[-1]["id"]
-
-
-def _send(client: httpx.Client, text: str, chat_id: str | None) -> None:
-    body = {"text": text, "client_id": uuid.uuid4().hex}
-    if chat_id:
-        body["chat_id"] = chat_id
-    response = client.post("/api/chat", json=body)
-    if response.status_code != 202:
-        _fail(response.json().get("error", response.text))
-
-
-def _wait_replies(
-    client: httpx.Client, chat_id: str | None, after: int, timeout: float
-) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        params: dict[str, Any] = {"after": after, "wait": min(25.0, max(0.1, deadline - time.monotonic()))}
-        if chat_id:
-            params["chat_id"] = chat_id
-        items = client.get("/api/chat/replies", params=params).json()["replies"]
-        if items:
-            return items
-    return []
-
-
-@main.command(
-    "import-nanoclaw",
-    help="Import a NanoClaw v1 store (PATH: its store/messages.db): chats, messages, groups, tasks with "
-    "run logs, sessions and cursors. Safe to re-run; prints counts per table.",
-)
-@click.argument("path", type=click.Path(path_type=Path))
-@click.option(
-    "--groups-dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="NanoClaw's groups/ folder: copy each imported group's files (CLAUDE.md, ...), never overwriting.",
-)
-@click.option("--dry-run", is_flag=True, help="Show what would be imported; write nothing.")
-@click.option("--assistant-name", default=None, help="NanoClaw's ASSISTANT_NAME (default: ours).")
-def import_nanoclaw(path: Path, groups_dir: Path | None, dry_run: bool, assistant_name: str | None) -> None:
-    from microclaw.importer.nanoclaw import run_command
-
-    settings = _settings()
-    configure_logging("ERROR", "text")
-    sys.exit(
-        run_command(settings, path, groups_dir=groups_dir, dry_run=dry_run, assistant_name=assistant_name)
-    )
 
 
 @host_main.command(
@@ -402,11 +280,11 @@ def register_group(jid: str, name: str, folder: str, trigger: str | None, no_tri
     from microclaw.store import groups
     from microclaw.store.db import write_tx
 
-    settings = _settings()
+    settings = load_settings_or_exit()
     configure_logging("WARNING", "text")
     prefix, _, chat = jid.partition(":")
     if not prefix or not chat:
-        _fail(f"{jid!r} is not a chat address; expected <channel>:<id>, e.g. tg:-1001234567890")
+        fail(f"{jid!r} is not a chat address; expected <channel>:<id>, e.g. tg:-1001234567890")
     bootstrap_database(settings)
     engine = app_engine(settings)
     try:
@@ -420,7 +298,7 @@ def register_group(jid: str, name: str, folder: str, trigger: str | None, no_tri
                 requires_trigger=False if no_trigger_required else None,
             )
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     finally:
         engine.dispose()
     (settings.groups_dir / group.folder).mkdir(parents=True, exist_ok=True)

@@ -1,27 +1,26 @@
-"""The Celery application: broker, routes and process hooks, built from settings.
+"""The Celery application factory, beat's fixed schedule, and the one way to publish work.
 
-``celery -A microclaw.runtime.celery_app worker|beat`` imports this module, which loads and validates
-the settings once (an invalid setting stops the process with a message naming the key). Chat
-tasks ignore results (sandbox tasks carry their own result store, see
+`create_app` turns validated settings into a Celery app: broker, routes, task modules, beat
+schedule. Chat tasks ignore results (sandbox tasks carry their own result store, see
 `microclaw.sandbox.client`); with the SQLite broker remote control, gossip, mingle and
-heartbeats are off (the transport has no fanout). The sandbox role boots and shuts down its
-runtime through the hooks below (`workers.sandbox`). `publish_kick` / `publish_deliver` are
-the only ways other code publishes work.
+heartbeats are off (the transport has no fanout). `Publisher` is how other code publishes
+kicks, deliveries and typing pulses.
+
+Does not: create the process-wide app or connect Celery's signals. The worker and beat
+processes do that in ``workers/app.py`` (``celery -A workers.app``); the host builds an app
+here only to publish.
 """
 
 from __future__ import annotations
 
-import logging
+from datetime import timedelta
 from typing import Any
 
-from celery import Celery, signals
+from celery import Celery
 
-from microclaw.broker.transport import celery_broker_options, dispose_engines
-from microclaw.config import Settings, load_settings
-from microclaw.logs import configure_logging
+from microclaw.broker.transport import celery_broker_options
+from microclaw.config import Settings
 from microclaw.runtime import queues
-
-logger = logging.getLogger(__name__)
 
 TASK_MODULES = (
     "tasks.inbound",
@@ -32,13 +31,40 @@ TASK_MODULES = (
     "tasks.sandbox",
     "tasks.typing",
 )
+BEAT_SCHEDULER = "workers.beat:DatabaseScheduler"
 
 
-def create_app(settings: Settings) -> Celery:
+def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Beat's fixed entries: the scheduler tick, the sweeper, cleanup and the sandbox's idle stop
+    (on the sandbox queue: only the sandbox worker holds containers)."""
+    b = settings.beat
+    return {
+        "scheduler-tick": {
+            "task": queues.TICK,
+            "schedule": timedelta(seconds=b.tick_interval_s),
+            "options": {"queue": queues.MAINTENANCE, "expires": b.tick_interval_s * 5},
+        },
+        "sweeper": {
+            "task": queues.SWEEP,
+            "schedule": timedelta(seconds=b.sweep_interval_s),
+            "options": {"queue": queues.MAINTENANCE, "expires": b.sweep_interval_s * 5},
+        },
+        "cleanup": {
+            "task": queues.CLEANUP,
+            "schedule": timedelta(seconds=settings.broker.cleanup_interval_s),
+            "options": {"queue": queues.MAINTENANCE},
+        },
+        "sandbox-stop-idle": {
+            "task": queues.SANDBOX_STOP_IDLE,
+            "schedule": timedelta(seconds=settings.sandbox.idle_check_interval_s),
+            "options": {"queue": queues.SANDBOX, "expires": settings.sandbox.idle_check_interval_s * 2},
+        },
+    }
+
+
+def create_app(settings: Settings, *, set_as_current: bool = False) -> Celery:
     """A Celery app wired to the configured broker, with MicroClaw's routes and beat schedule."""
-    from workers.beat import beat_schedule
-
-    app = Celery("microclaw", set_as_current=True)
+    app = Celery("microclaw", set_as_current=set_as_current)
     app.conf.update(
         **celery_broker_options(settings.broker.url, settings.broker.polling_interval),
         imports=TASK_MODULES,
@@ -56,92 +82,26 @@ def create_app(settings: Settings) -> Celery:
         broker_heartbeat=0,
         timezone="UTC",
         beat_schedule=beat_schedule(settings),
-        beat_scheduler="workers.beat:DatabaseScheduler",
+        beat_scheduler=BEAT_SCHEDULER,
     )
     app.conf.microclaw_settings = settings
     return app
 
 
-settings = load_settings()
-app = create_app(settings)
+class Publisher:
+    """Publishes MicroClaw's wake-ups through one app. Every message it sends is idempotent."""
 
+    def __init__(self, app: Celery) -> None:
+        self.app = app
 
-def publish_kick(chat_jid: str) -> None:
-    """Wake a group (idempotent)."""
-    app.send_task(queues.KICK, args=[chat_jid], queue=queues.ROUTER)
+    def kick(self, chat_jid: str) -> None:
+        """Wake a group (idempotent)."""
+        self.app.send_task(queues.KICK, args=[chat_jid], queue=queues.ROUTER)
 
+    def deliver(self, chat_jid: str) -> None:
+        """Ask the outbound worker to send a chat's pending replies (idempotent)."""
+        self.app.send_task(queues.DELIVER, args=[chat_jid], queue=queues.OUTBOUND)
 
-def publish_typing(chat_jid: str) -> None:
-    """Show "typing…" in the chat (best effort; dropped if not sent within 10 s)."""
-    app.send_task(queues.TYPING, args=[chat_jid], queue=queues.OUTBOUND, expires=10)
-
-
-def publish_deliver(chat_jid: str) -> None:
-    """Ask the outbound worker to send a chat's pending replies (idempotent)."""
-    app.send_task(queues.DELIVER, args=[chat_jid], queue=queues.OUTBOUND)
-
-
-@signals.setup_logging.connect
-def _setup_logging(**_: Any) -> None:
-    configure_logging(settings.logging.level, settings.logging.format, role="celery")
-
-
-@signals.worker_init.connect
-def _worker_init(**_: Any) -> None:
-    # Any process may be the first to start: each brings the schema up to date (serialized by
-    # SQLite's write lock; a no-op when already current). A failure stops the worker.
-    from microclaw.runtime.wiring import bootstrap_database
-
-    bootstrap_database(settings)
-
-
-@signals.worker_process_init.connect
-def _after_fork(**_: Any) -> None:
-    # Engines and connections cached before fork must not be shared with the parent.
-    from workers import context
-
-    dispose_engines()
-    context.reset()
-    context.warm_up()
-
-
-@signals.worker_ready.connect
-def _worker_ready(sender: Any = None, **_: Any) -> None:
-    from workers.heartbeat import start_heartbeat
-
-    try:
-        role = ",".join(sorted(sender.app.amqp.queues.consume_from)) or "worker"
-    except AttributeError:
-        role = "worker"
-    start_heartbeat(settings, role=role)
-
-
-def _consumes(worker: Any, queue: str) -> bool:
-    try:
-        return queue in worker.app.amqp.queues.consume_from
-    except AttributeError:
-        return False
-
-
-@signals.celeryd_after_setup.connect
-def _sandbox_boot(sender: Any = None, instance: Any = None, **_: Any) -> None:
-    # Before the consumer starts: the sandbox role removes the previous process's containers
-    # and starts reporting readiness (refusing a forking pool, see workers/sandbox.py).
-    if _consumes(instance, queues.SANDBOX):
-        from workers.sandbox import boot_worker
-
-        boot_worker(settings, instance)
-
-
-@signals.worker_shutdown.connect
-def _sandbox_shutdown(**_: Any) -> None:
-    from workers.sandbox import shutdown_worker
-
-    shutdown_worker()
-
-
-@signals.beat_init.connect
-def _beat_ready(**_: Any) -> None:
-    from workers.heartbeat import start_heartbeat
-
-    start_heartbeat(settings, role="beat")
+    def typing(self, chat_jid: str) -> None:
+        """Show "typing…" in the chat (best effort; dropped if not sent within 10 s)."""
+        self.app.send_task(queues.TYPING, args=[chat_jid], queue=queues.OUTBOUND, expires=10)

@@ -1,10 +1,24 @@
-"""Queue and task names shared by publishers and workers (one place, no string drift)."""
+"""Queue and task names shared by publishers and workers (one place, no string drift).
+
+The sandbox's names belong to its wire format (`microclaw.sandbox.client`) and are re-exported
+here so routes and the beat schedule see every queue in one table.
+"""
 
 from __future__ import annotations
 
+from microclaw.sandbox.client import (
+    SANDBOX,
+    SANDBOX_ENSURE,
+    SANDBOX_EXEC,
+    SANDBOX_LIST_FILES,
+    SANDBOX_READ_FILE,
+    SANDBOX_STOP,
+    SANDBOX_STOP_IDLE,
+    SANDBOX_WRITE_FILE,
+)
+
 ROUTER = "microclaw.router"
 OUTBOUND = "microclaw.outbound"
-SANDBOX = "microclaw.sandbox"
 MAINTENANCE = "microclaw.maintenance"
 QUEUES = (ROUTER, OUTBOUND, SANDBOX, MAINTENANCE)
 
@@ -14,14 +28,6 @@ DELIVER = "microclaw.deliver"
 TICK = "microclaw.tick"
 SWEEP = "microclaw.sweep"
 CLEANUP = "microclaw.cleanup"
-# Agent tools in per-group containers (tasks/sandbox.py); callers use microclaw.sandbox.client.
-SANDBOX_EXEC = "microclaw.sandbox.exec"
-SANDBOX_READ_FILE = "microclaw.sandbox.read_file"
-SANDBOX_WRITE_FILE = "microclaw.sandbox.write_file"
-SANDBOX_LIST_FILES = "microclaw.sandbox.list_files"
-SANDBOX_ENSURE = "microclaw.sandbox.ensure"
-SANDBOX_STOP = "microclaw.sandbox.stop"
-SANDBOX_STOP_IDLE = "microclaw.sandbox.stop_idle"
 # Best-effort "typing…" indicator while a group's agent runs (tasks/typing.py).
 TYPING = "microclaw.typing"
 
@@ -33,5 +39,28 @@ ROUTES = {
     TICK: {"queue": MAINTENANCE},
     SWEEP: {"queue": MAINTENANCE},
     CLEANUP: {"queue": MAINTENANCE},
-    "microclaw.sandbox.*": {"queue": SANDBOX},
+    f"{SANDBOX}.*": {"queue": SANDBOX},
 }
+
+__all__ = [
+    "CLEANUP",
+    "DELIVER",
+    "INGEST",
+    "KICK",
+    "MAINTENANCE",
+    "OUTBOUND",
+    "QUEUES",
+    "ROUTER",
+    "ROUTES",
+    "SANDBOX",
+    "SANDBOX_ENSURE",
+    "SANDBOX_EXEC",
+    "SANDBOX_LIST_FILES",
+    "SANDBOX_READ_FILE",
+    "SANDBOX_STOP",
+    "SANDBOX_STOP_IDLE",
+    "SANDBOX_WRITE_FILE",
+    "SWEEP",
+    "TICK",
+    "TYPING",
+]

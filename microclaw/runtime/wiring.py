@@ -1,8 +1,11 @@
 """The composition root: turns validated `Settings` into the objects each process runs with.
 
-Entry points (the host, the Celery app, the CLI) call these builders; nothing else reads
-settings. Builders are cheap and side-effect free except `bootstrap_database`, which migrates
-the app database and registers the local main group at first boot. The sandbox builders
+Entry points (the host, the worker and beat processes in ``workers/``, the CLI) call these
+builders; nothing else reads settings. This is the one place where parts are put together:
+the app engine, connectors, the router's and the outbound worker's dependencies, the agent
+(provider, tools, memory, limits) and, in the sandbox worker only, the sandbox service.
+Builders are cheap and side-effect free except `bootstrap_database`, which migrates the app
+database and registers the local main group at first boot. The sandbox builders
 (`sandbox_config`, `sandbox_audit`, `build_sandbox`) run only in the sandbox worker: that is
 where credential values are read from the environment, and the only process that loads a
 container backend.
@@ -10,22 +13,35 @@ container backend.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from celery import Celery
 from sqlalchemy import Engine
 
-from microclaw.config import Settings
+from microclaw.agent.loop import Agent, AgentLimits, AgentRequest, AgentResult, run_agent
+from microclaw.agent.memory import AgentMemory
+from microclaw.agent.precheck import audited_precheck
+from microclaw.agent.providers import load_provider
+from microclaw.agent.providers.base import BaseProvider
+from microclaw.agent.tools.base import BaseTool, Toolbox
+from microclaw.agent.tools.host import HostEnv, host_tools
+from microclaw.agent.tools.sandbox import SandboxCalls, sandbox_tools
+from microclaw.config import AgentSettings, Settings
 from microclaw.connectors import CONNECTORS
 from microclaw.connectors.base import BaseConnector, ConnectorSettings
 from microclaw.core.senders import SenderAllowlist, load_sender_allowlist
 from microclaw.errors import ConfigError
-from microclaw.pipeline.router import RouterConfig
+from microclaw.pipeline.delivery import DeliveryDeps
+from microclaw.pipeline.router import AgentFn, RouterConfig, RouterDeps
 from microclaw.registry import load_class
+from microclaw.sandbox.client import SandboxClient
 from microclaw.store import groups
 from microclaw.store.audit import record_now
 from microclaw.store.db import create_sqlite_engine, migrate, write_tx
@@ -35,6 +51,9 @@ if TYPE_CHECKING:
     from microclaw.sandbox.service import SandboxService
 
 logger = logging.getLogger(__name__)
+
+# Providers that never call tools: no sandbox, sessions or spend records for them.
+OFFLINE_PROVIDERS = frozenset({"", "none", "scripted"})
 
 # Environment variables holding each connector's secrets (read here, at the entry point).
 CONNECTOR_SECRETS: Mapping[str, tuple[str, ...]] = {
@@ -61,6 +80,121 @@ def router_config(settings: Settings) -> RouterConfig:
         max_messages_per_prompt=settings.router.max_messages_per_prompt,
         lease_ttl_ms=int(settings.router.lease_ttl_s * 1000),
         retry_delays_ms=tuple(int(d * 1000) for d in settings.router.retry_delays_s),
+    )
+
+
+def build_router_deps(
+    settings: Settings,
+    engine: Engine,
+    agent: AgentFn,
+    *,
+    publish_deliver: Callable[[str], object],
+    publish_typing: Callable[[str], object] | None = None,
+) -> RouterDeps:
+    """What `process_group` needs in a router worker."""
+    return RouterDeps(
+        engine=engine,
+        config=router_config(settings),
+        agent=agent,
+        publish_deliver=publish_deliver,
+        worker=worker_name("router"),
+        allowlist=sender_allowlist_loader(settings),
+        publish_typing=publish_typing,
+    )
+
+
+def build_delivery_deps(
+    settings: Settings, engine: Engine, connectors: list[BaseConnector], runner: asyncio.Runner
+) -> DeliveryDeps:
+    """What `deliver_chat` needs in an outbound worker."""
+    return DeliveryDeps(
+        engine=engine,
+        connectors=connectors,
+        settings=settings.outbound,
+        worker=worker_name("outbound"),
+        runner=runner,
+        lease_ttl_ms=int(settings.router.lease_ttl_s * 1000),
+    )
+
+
+def build_agent_fn(
+    settings: Settings,
+    engine: Engine,
+    *,
+    app: Celery,
+    publish_deliver: Callable[[str], object] | None,
+) -> AgentFn:
+    """The callable the router runs: a real provider gets tools (sandbox, through ``app``, and
+    host), sessions, memory files and spend control; the offline providers (scripted, none)
+    answer in one plain step and never touch the sandbox."""
+    provider = load_provider(settings.agent)
+    if settings.agent.provider in OFFLINE_PROVIDERS:
+        name = settings.assistant_name
+
+        def offline(request: AgentRequest, on_step: Callable[[], list[str]]) -> AgentResult:
+            return run_agent(provider, request, assistant_name=name, on_step=on_step)
+
+        return offline
+    return build_agent(
+        settings.agent,
+        provider,
+        assistant_name=settings.assistant_name,
+        engine=engine,
+        groups_dir=settings.groups_dir,
+        timezone=settings.timezone,
+        sandbox=SandboxClient(app, settings.sandbox),
+        publish_deliver=publish_deliver,
+        lease_ttl_ms=int(settings.router.lease_ttl_s * 1000),
+    )
+
+
+def build_agent(
+    settings: AgentSettings,
+    provider: BaseProvider,
+    *,
+    assistant_name: str,
+    engine: Engine,
+    groups_dir: Path,
+    timezone: str,
+    sandbox: SandboxCalls | None,
+    publish_deliver: Callable[[str], object] | None = None,
+    lease_ttl_ms: int = 60_000,
+) -> Agent:
+    """The agent for one worker process: host tools always, sandbox tools when a client is given.
+
+    A scheduled task's pre-check script runs through the same sandbox client and is audited
+    (`audited_precheck`); without a client such a run fails, the script never runs on the host.
+    """
+    env = HostEnv(
+        engine,
+        timezone=timezone,
+        groups_dir=groups_dir,
+        lease_ttl_ms=lease_ttl_ms,
+        publish_deliver=publish_deliver,
+    )
+    tools: list[BaseTool] = [*(sandbox_tools(sandbox) if sandbox is not None else []), *host_tools(env)]
+
+    def record(kind: str, **fields: object) -> None:
+        record_now(engine, kind, **fields)
+
+    return Agent(
+        provider,
+        assistant_name=assistant_name,
+        toolbox=Toolbox(tools, audit=record, max_output_chars=settings.max_tool_output_chars),
+        memory=AgentMemory(
+            engine,
+            groups_dir,
+            history_token_budget=settings.history_token_budget,
+            keep_recent_turns=settings.keep_recent_turns,
+        ),
+        limits=AgentLimits(
+            max_steps=settings.max_steps,
+            run_timeout_s=settings.run_timeout_s,
+            daily_token_budget=settings.daily_token_budget,
+            input_cost_per_mtok=settings.input_cost_per_mtok,
+            output_cost_per_mtok=settings.output_cost_per_mtok,
+        ),
+        precheck=audited_precheck(sandbox, record),
     )
 
 

@@ -53,15 +53,6 @@ from microclaw.errors import (
     SandboxUnavailable,
     TransientSandboxError,
 )
-from microclaw.runtime.queues import (
-    SANDBOX,
-    SANDBOX_ENSURE,
-    SANDBOX_EXEC,
-    SANDBOX_LIST_FILES,
-    SANDBOX_READ_FILE,
-    SANDBOX_STOP,
-    SANDBOX_WRITE_FILE,
-)
 from microclaw.sandbox.base import ContainerHandle, ExecResult
 from microclaw.sandbox.mounts import MountRequest
 from microclaw.sandbox.service import FileContent, FileEntry
@@ -70,6 +61,16 @@ if TYPE_CHECKING:
     from celery.backends.base import BaseBackend
 
     from microclaw.config import SandboxSettings
+
+# The wire names: the queue only the sandbox worker consumes, and one task per call.
+SANDBOX = "microclaw.sandbox"
+SANDBOX_EXEC = "microclaw.sandbox.exec"
+SANDBOX_READ_FILE = "microclaw.sandbox.read_file"
+SANDBOX_WRITE_FILE = "microclaw.sandbox.write_file"
+SANDBOX_LIST_FILES = "microclaw.sandbox.list_files"
+SANDBOX_ENSURE = "microclaw.sandbox.ensure"
+SANDBOX_STOP = "microclaw.sandbox.stop"
+SANDBOX_STOP_IDLE = "microclaw.sandbox.stop_idle"
 
 _POLL_FIRST_S = 0.002
 _POLL_MAX_S = 0.1

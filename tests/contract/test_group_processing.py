@@ -530,9 +530,9 @@ def test_a_pre_check_script_decides_whether_the_task_agent_wakes(engine, tmp_pat
     in-process double (the script's stdout by script text), the real container is covered in
     tests/integration/agent/test_task_precheck_sandbox.py."""
     from microclaw.agent.providers.base import BaseProvider, Completion
-    from microclaw.agent.runtime import build_agent
     from microclaw.config import AgentSettings
     from microclaw.core.formatting import wrap_scheduled_prompt
+    from microclaw.runtime.wiring import build_agent
     from microclaw.sandbox.base import ExecResult
     from microclaw.store import audit
 

@@ -204,7 +204,7 @@ class Stack:
             [
                 str(BIN / "celery"),
                 "-A",
-                "microclaw.runtime.celery_app",
+                "workers.app",
                 "worker",
                 "-Q",
                 queue_names,
@@ -232,7 +232,7 @@ class Stack:
             [
                 str(BIN / "celery"),
                 "-A",
-                "microclaw.runtime.celery_app",
+                "workers.app",
                 "beat",
                 "-S",
                 "workers.beat:DatabaseScheduler",

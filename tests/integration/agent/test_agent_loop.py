@@ -19,10 +19,10 @@ from sqlalchemy import insert, select, text
 from microclaw.agent.loop import BUDGET_EXHAUSTED, STEP_LIMIT_NOTE
 from microclaw.agent.providers.anthropic import AnthropicProvider
 from microclaw.agent.providers.openai import OpenAIProvider
-from microclaw.agent.runtime import build_agent
 from microclaw.config import AgentSettings
 from microclaw.pipeline.inbound import ingest
 from microclaw.pipeline.router import RouterDeps, process_group
+from microclaw.runtime.wiring import build_agent
 from microclaw.store import audit, groups
 from microclaw.store.db import now_ms, read_tx, write_tx
 from microclaw.store.models import AgentUsage, ScheduledTask, TaskQueueEntry

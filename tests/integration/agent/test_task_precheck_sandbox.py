@@ -13,10 +13,10 @@ from typing import Any, ClassVar, Self
 import pytest
 
 from microclaw.agent.providers.base import BaseProvider, ChatTurn, Completion
-from microclaw.agent.runtime import build_agent
 from microclaw.config import AgentSettings
 from microclaw.core.formatting import wrap_scheduled_prompt
 from microclaw.pipeline.router import process_group
+from microclaw.runtime.wiring import build_agent
 from microclaw.scheduler.tick import claim_due_tasks, iso
 from microclaw.store import audit, tasks
 from microclaw.store.db import read_tx, write_tx

@@ -23,10 +23,10 @@ from microclaw.agent.precheck import (
     run_precheck,
 )
 from microclaw.agent.providers.base import Completion
-from microclaw.agent.runtime import build_agent
 from microclaw.config import AgentSettings
 from microclaw.core.formatting import wrap_scheduled_prompt
 from microclaw.errors import SandboxUnavailable, TransientSandboxError
+from microclaw.runtime.wiring import build_agent
 from microclaw.sandbox.base import ExecResult
 from microclaw.store import audit
 from microclaw.store.db import read_tx
