@@ -63,11 +63,12 @@ class PermanentStoreError(StoreError):
 
 
 class LeaseLost(PermanentStoreError):
-    """The group's lease was taken over (expired and re-acquired); stop without writing."""
+    """A lease (a group's run, a chat's outbox) was taken over: it expired and another holder
+    acquired it. Stop without writing; ``lease`` names it, ``token`` is the stale token."""
 
-    def __init__(self, group: str, token: int) -> None:
-        super().__init__(f"lease on group {group!r} lost (token {token} is stale)")
-        self.group = group
+    def __init__(self, lease: str, token: int) -> None:
+        super().__init__(f"lease {lease!r} lost (token {token} is stale)")
+        self.lease = lease
         self.token = token
 
 

@@ -1,7 +1,7 @@
 """Logging set-up for entry points: structured JSON lines (or plain text) on stderr.
 
 Library modules only do ``logging.getLogger(__name__)``; this is called once per process by an
-entry point. `redact()` is the one helper for putting user text or secrets near a log line.
+entry point.
 """
 
 from __future__ import annotations
@@ -33,11 +33,3 @@ def configure_logging(level: str = "INFO", fmt: str = "json", *, role: str | Non
     root.setLevel(level)
     for noisy in ("httpx", "uvicorn.access", "alembic.runtime.migration"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
-
-
-def redact(text: str | None, keep: int = 0) -> str:
-    """A log-safe stand-in for user text or a secret: its length, and at most ``keep`` characters."""
-    if not text:
-        return "<empty>"
-    shown = text[:keep] + "…" if keep and len(text) > keep else ""
-    return f"{shown}<{len(text)} chars>"

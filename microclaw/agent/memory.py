@@ -139,16 +139,13 @@ class AgentMemory:
                 if mode != "group":
                     return Session(None, [])
             session_id = sessions.get_session_id(conn, folder)
+            broken = None
             if session_id is not None:
                 try:
                     return Session(session_id, sessions.load_turns(conn, session_id))
                 except sessions.CorruptSession as exc:
                     logger.warning("corrupt session, starting fresh: %s", exc, extra={"chat_jid": chat_jid})
                     broken = exc.session_id
-                else:
-                    broken = None
-            else:
-                broken = None
         with write_tx(self.engine) as conn:
             if broken is not None:
                 audit.record(conn, "agent.session_reset", chat_jid=chat_jid, decision="fresh", session=broken)

@@ -26,14 +26,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
+from typing import Any, Literal, Protocol, cast
 
 from microclaw.core.formatting import wrap_scheduled_prompt
 from microclaw.errors import MicroClawError, SandboxUnavailable
 from microclaw.sandbox.base import ExecResult
-
-if TYPE_CHECKING:
-    from microclaw.agent.loop import AgentRequest
 
 PRECHECK_TIMEOUT_S = 30.0
 MAX_STDOUT_BYTES = 1024 * 1024  # NanoClaw's execFile maxBuffer
@@ -117,16 +114,31 @@ def precheck_prompt(task_prompt: str, data: Any) -> str:
     return wrap_scheduled_prompt(task_prompt, cast(Mapping[str, Any], {} if data is None else data))
 
 
+class PrecheckRequest(Protocol):
+    """What the hook reads of a run's request (`microclaw.agent.loop.AgentRequest`)."""
+
+    @property
+    def chat_jid(self) -> str: ...
+    @property
+    def group_folder(self) -> str: ...
+    @property
+    def is_main(self) -> bool: ...
+    @property
+    def run_id(self) -> int | None: ...
+    @property
+    def script(self) -> str | None: ...
+
+
 def audited_precheck(
     sandbox: PrecheckSandbox | None, record: Callable[..., None]
-) -> Callable[[AgentRequest], PrecheckResult]:
+) -> Callable[[PrecheckRequest], PrecheckResult]:
     """The agent's ``precheck`` hook: run the request's script in the sandbox, audit the outcome.
 
     ``record(kind, **fields)`` writes one audit row. A sandbox fault is audited as ``error`` and
     re-raised (the run fails); with no sandbox the script is never run and the run fails.
     """
 
-    def precheck(request: AgentRequest) -> PrecheckResult:
+    def precheck(request: PrecheckRequest) -> PrecheckResult:
         def note(decision: str, reason: str) -> None:
             record(
                 "scheduler.precheck",

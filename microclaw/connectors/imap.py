@@ -13,14 +13,11 @@ import socket
 import ssl
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from imapclient import IMAPClient
 
 from microclaw.errors import TransientConnectorError
-
-if TYPE_CHECKING:
-    from microclaw.connectors.email import EmailOptions
 
 
 @dataclass(frozen=True)
@@ -32,11 +29,24 @@ class FetchedMail:
     headers_only: bool = False
 
 
+class ImapOptions(Protocol):
+    """What a session reads of the email connector's settings (`email.EmailOptions`)."""
+
+    imap_host: str
+    imap_port: int
+    imap_tls: bool
+    imap_starttls: bool
+    imap_user: str
+    imap_password: str
+    folder: str
+    timeout_s: float
+
+
 class ImapSession:
     """One blocking IMAP connection with the folder selected read-only. Runs in a worker thread;
     `abort` may be called from another thread to wake a blocked IDLE."""
 
-    def __init__(self, opts: EmailOptions) -> None:
+    def __init__(self, opts: ImapOptions) -> None:
         self.opts = opts
         self.client: IMAPClient | None = None
         self.uidvalidity = 0

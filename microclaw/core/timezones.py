@@ -3,8 +3,9 @@
 Owns the one rule used wherever a configured or stored timezone name is turned into something
 usable: a name is valid when :mod:`zoneinfo` can load it, and anything else becomes ``"UTC"``.
 
-Does not pick the configured timezone (``config.py`` tries its candidates in order and calls
-:func:`resolve_timezone` on each) and does not convert times (callers use ``ZoneInfo``).
+Does not pick the configured timezone (``config.py`` tries its candidates in order and keeps
+the first one :func:`is_valid_timezone` accepts) and does not convert times (callers use
+``ZoneInfo``).
 """
 
 from __future__ import annotations

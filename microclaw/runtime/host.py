@@ -92,12 +92,10 @@ class Host:
         ingest_and_kick(self.engine, envelope, self.publish_kick, allowlist=self.allowlist)
         record_connector(self.engine, envelope.source, "active", event=True)
 
-    def deliver_for(self, connector: BaseConnector) -> Callable[[Envelope], Any]:
-        async def deliver(envelope: Envelope) -> None:
-            # Durable before returning: the connector acknowledges the platform after this.
-            await asyncio.to_thread(self._ingest, envelope)
-
-        return deliver
+    async def deliver(self, envelope: Envelope) -> None:
+        """The ``deliver`` callback handed to every connector's ``listen``: durable before it
+        returns, so the connector may acknowledge the platform after it."""
+        await asyncio.to_thread(self._ingest, envelope)
 
     async def _supervise(self, connector: BaseConnector) -> None:
         attempt = 0
@@ -106,7 +104,7 @@ class Host:
             started = asyncio.get_running_loop().time()
             try:
                 record_connector(self.engine, connector.name, "active", detail="listening")
-                await connector.listen(self.deliver_for(connector))
+                await connector.listen(self.deliver)
                 attempt = 0
             except asyncio.CancelledError:
                 raise

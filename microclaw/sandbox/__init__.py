@@ -10,11 +10,10 @@ imported only when that backend is loaded.
 
 from __future__ import annotations
 
-import importlib
 import sys
 from typing import TYPE_CHECKING
 
-from microclaw.errors import ConfigError
+from microclaw.registry import load_class
 
 if TYPE_CHECKING:
     from microclaw.sandbox.base import BaseSandboxBackend, SandboxConfig
@@ -37,11 +36,5 @@ def load_backend(name: str, config: SandboxConfig) -> BaseSandboxBackend:
 
     Raises ConfigError listing the known names when ``name`` is unknown.
     """
-    resolved = resolve_backend_name(name)
-    target = BACKENDS.get(resolved)
-    if target is None:
-        known = ", ".join(["auto", *sorted(BACKENDS)])
-        raise ConfigError(f"unknown sandbox backend {name!r} (known: {known})", key="sandbox.backend")
-    module_name, _, class_name = target.partition(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
+    cls = load_class(BACKENDS, resolve_backend_name(name), "sandbox.backend", aliases=("auto",))
     return cls(config)

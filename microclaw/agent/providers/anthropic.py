@@ -23,29 +23,13 @@ from typing import Any, ClassVar, Self
 
 import anthropic
 
-from microclaw.agent.providers.base import BaseProvider, ChatTurn, Completion, ToolCall, Usage
+from microclaw.agent.providers.base import BaseProvider, ChatTurn, Completion, ToolCall, Usage, retry_after
 from microclaw.config import AgentSettings
 from microclaw.errors import ConfigError, PermanentProviderError, TransientProviderError
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "claude-sonnet-4-6"
-
-
-def retry_after(exc: BaseException) -> float | None:
-    """Seconds from a ``retry-after`` / ``retry-after-ms`` header on the error's response."""
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None)
-    if not headers:
-        return None
-    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value:
-            try:
-                return float(value) * scale
-            except ValueError:
-                continue
-    return None
 
 
 def to_messages(turns: list[ChatTurn]) -> list[dict[str, Any]]:

@@ -67,6 +67,23 @@ class ChatTurn:
     is_error: bool = False
 
 
+def retry_after(exc: BaseException) -> float | None:
+    """Seconds from a ``retry-after`` / ``retry-after-ms`` header on an SDK error's response
+    (the anthropic and openai SDKs both carry an httpx response)."""
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if not headers:
+        return None
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value:
+            try:
+                return float(value) * scale
+            except ValueError:
+                continue
+    return None
+
+
 class BaseProvider(abc.ABC):
     """One LLM API. Instances are reused across runs of one worker process."""
 

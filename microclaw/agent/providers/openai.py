@@ -26,8 +26,7 @@ from typing import Any, ClassVar, Self
 
 import openai
 
-from microclaw.agent.providers.anthropic import retry_after
-from microclaw.agent.providers.base import BaseProvider, ChatTurn, Completion, ToolCall, Usage
+from microclaw.agent.providers.base import BaseProvider, ChatTurn, Completion, ToolCall, Usage, retry_after
 from microclaw.config import AgentSettings
 from microclaw.errors import ConfigError, PermanentProviderError, TransientProviderError
 
