@@ -51,7 +51,7 @@ class SandboxTask(Task):
     max_retries = 2
 
     @property
-    def backend(self):  # type: ignore[override]
+    def backend(self) -> Any:
         return app_result_backend(self.app)
 
     @backend.setter

@@ -126,7 +126,8 @@ class SQLiteChannel(kombu_sqla.Channel):
     def _new_queue(self, queue: str, **kwargs: Any) -> None:
         self._queue_id(queue)
 
-    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
+    # kombu's two bases name the second parameter differently (message vs payload).
+    def _put(self, queue: Any, payload: Any, **kwargs: Any) -> None:  # type: ignore[override]
         qid = self._queue_id(queue)
         stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S.%f")  # kombu's DateTime storage format
         body = dumps(payload)
@@ -139,7 +140,7 @@ class SQLiteChannel(kombu_sqla.Channel):
             self._connections.close()
             return None
 
-    def _get(self, queue: str) -> Any:
+    def _get(self, queue: Any, timeout: Any = None) -> Any:
         version = self._data_version()
         seen = self._empty_at.get(queue)
         now = time.monotonic()

@@ -1,1 +1,2 @@
-"""Command-line programs."""
+"""The command-line programs: `host` (``microclaw-host``), `chat` (``microclaw``), and what
+they share (`common`)."""

@@ -1,1 +1,2 @@
-"""Importers from other assistants."""
+"""Importers from other assistants' installs: `nanoclaw` (a NanoClaw v1 store and its group
+folders, idempotently, for ``microclaw import-nanoclaw``)."""

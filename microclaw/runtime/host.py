@@ -160,7 +160,8 @@ class Host:
             lifespan="off",
         )
         self.server = uvicorn.Server(config)
-        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        # uvicorn's serve() swaps in its own SIGINT/SIGTERM handlers and, once it has stopped,
+        # restores ours and re-raises the signal, so `stop` still runs for either signal.
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)

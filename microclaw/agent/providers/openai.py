@@ -71,7 +71,7 @@ def parse_arguments(raw: str | None) -> tuple[dict[str, Any], str | None]:
         return {}, None
     try:
         value = json.loads(raw)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         return {}, f"arguments are not valid JSON ({exc.msg} at position {exc.pos})"
     if not isinstance(value, dict):
         return {}, "arguments must be a JSON object"
