@@ -15,7 +15,7 @@ that prefix, so no code outside a connector inspects address formats.
 from __future__ import annotations
 
 import abc
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -51,6 +51,61 @@ def number_option(
     return number
 
 
+class UndeclaredSecret(LookupError):
+    """A connector looked up a secret its class does not list in ``secrets``.
+
+    A bug in that connector, not a configuration problem: it is deliberately not a
+    `ConfigError`, so the boot reports the connector as failed (with a traceback) instead of
+    skipping it as "not configured".
+    """
+
+    def __init__(self, name: str, declared: tuple[str, ...]) -> None:
+        super().__init__(
+            f"secret {name!r} is not declared by this connector (declared: {', '.join(declared) or 'none'});"
+            " add it to the connector class's `secrets`"
+        )
+        self.name = name
+        self.declared = declared
+
+
+class Secrets(Mapping[str, str]):
+    """The values of the secrets one connector declared, as the entry point read them.
+
+    A declared secret that is unset or empty is absent (``get`` gives the default); looking up a
+    name that was not declared raises `UndeclaredSecret`, through ``[]``, ``get`` and ``in``
+    alike. Values never appear in ``repr``.
+    """
+
+    __slots__ = ("_values", "declared")
+
+    def __init__(self, declared: Iterable[str] = (), values: Mapping[str, str] | None = None) -> None:
+        self.declared = tuple(declared)
+        self._values = {k: v for k, v in (values or {}).items() if v}
+        for name in self._values:
+            if name not in self.declared:
+                raise UndeclaredSecret(name, self.declared)
+
+    @classmethod
+    def from_environ(cls, declared: Iterable[str], environ: Mapping[str, str]) -> Secrets:
+        """The ``declared`` variables that are set in ``environ`` (read by an entry point only)."""
+        names = tuple(declared)
+        return cls(names, {k: environ[k] for k in names if environ.get(k)})
+
+    def __getitem__(self, name: str) -> str:
+        if name not in self.declared:
+            raise UndeclaredSecret(name, self.declared)
+        return self._values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"Secrets(declared={self.declared!r}, set={tuple(self._values)!r})"
+
+
 @dataclass(frozen=True)
 class ConnectorSettings:
     """One connector's slice of the configuration, plus the few global facts connectors need."""
@@ -60,8 +115,15 @@ class ConnectorSettings:
     data_dir: Path
     assistant_name: str
     max_text_bytes: int = 65536
-    # Secrets the entry point read from the environment for this connector (never logged).
-    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
+    #: The connector's declared secrets, read from the environment by the entry point.
+    secrets: Secrets = field(default_factory=Secrets, repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.secrets, Secrets):
+            raise TypeError(
+                "ConnectorSettings.secrets must be a Secrets built from the connector's declared"
+                f" `secrets`, not {type(self.secrets).__name__}"
+            )
 
 
 class BaseConnector(abc.ABC):
@@ -75,6 +137,10 @@ class BaseConnector(abc.ABC):
     #: True when send() deduplicates by idempotency key, so a send interrupted by a crash can
     #: safely be repeated. Otherwise such a reply is marked uncertain and never re-sent.
     idempotent_send: ClassVar[bool] = False
+    #: Environment variables holding this connector's secrets; the only names `from_settings`
+    #: may look up in ``settings.secrets``. No default: every sibling declares it in its own
+    #: class body, ``()`` when it needs none (the contract test checks).
+    secrets: ClassVar[tuple[str, ...]]
 
     @classmethod
     @abc.abstractmethod

@@ -261,6 +261,7 @@ class DiscordConnector(BaseConnector):
     prefix: ClassVar[str] = "dc"
     max_text_len: ClassVar[int] = 2000
     idempotent_send: ClassVar[bool] = False
+    secrets: ClassVar[tuple[str, ...]] = (TOKEN_ENV,)
 
     def __init__(
         self,

@@ -220,6 +220,7 @@ class EmailConnector(BaseConnector):
     prefix: ClassVar[str] = "email"
     max_text_len: ClassVar[int] = 65536
     idempotent_send: ClassVar[bool] = False
+    secrets: ClassVar[tuple[str, ...]] = (IMAP_PASSWORD_ENV, SMTP_PASSWORD_ENV)
 
     def __init__(self, opts: EmailOptions, state: ConnectorState, *, max_text_bytes: int = 65536) -> None:
         self.opts = opts

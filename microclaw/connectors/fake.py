@@ -25,6 +25,7 @@ class FakeConnector(BaseConnector):
     prefix: ClassVar[str] = "fake"
     max_text_len: ClassVar[int] = 4096
     idempotent_send: ClassVar[bool] = True
+    secrets: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self, mailbox: Mailbox, *, permanent_chats: tuple[str, ...] = (), transient_failures: int = 0

@@ -241,6 +241,7 @@ class IMessageConnector(BaseConnector):
     prefix: ClassVar[str] = "imsg"
     max_text_len: ClassVar[int] = 16384
     idempotent_send: ClassVar[bool] = False
+    secrets: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,

@@ -28,6 +28,7 @@ class LocalConnector(BaseConnector):
     prefix: ClassVar[str] = "local"
     max_text_len: ClassVar[int] = 65536
     idempotent_send: ClassVar[bool] = True
+    secrets: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,

@@ -233,6 +233,7 @@ class TelegramConnector(BaseConnector):
     prefix: ClassVar[str] = "tg"
     max_text_len: ClassVar[int] = 4096
     idempotent_send: ClassVar[bool] = False
+    secrets: ClassVar[tuple[str, ...]] = (TOKEN_ENV,)
 
     def __init__(
         self,

@@ -35,7 +35,7 @@ from microclaw.agent.tools.host import HostEnv, host_tools
 from microclaw.agent.tools.sandbox import SandboxCalls, sandbox_tools
 from microclaw.config import AgentSettings, Settings
 from microclaw.connectors import CONNECTORS
-from microclaw.connectors.base import BaseConnector, ConnectorSettings
+from microclaw.connectors.base import BaseConnector, ConnectorSettings, Secrets
 from microclaw.core.senders import SenderAllowlist, load_sender_allowlist
 from microclaw.errors import ConfigError
 from microclaw.pipeline.delivery import DeliveryDeps
@@ -54,13 +54,6 @@ logger = logging.getLogger(__name__)
 
 # Providers that never call tools: no sandbox, sessions or spend records for them.
 OFFLINE_PROVIDERS = frozenset({"", "none", "scripted"})
-
-# Environment variables holding each connector's secrets (read here, at the entry point).
-CONNECTOR_SECRETS: Mapping[str, tuple[str, ...]] = {
-    "email": ("EMAIL_IMAP_PASSWORD", "EMAIL_SMTP_PASSWORD"),
-    "telegram": ("TELEGRAM_BOT_TOKEN",),
-    "discord": ("DISCORD_BOT_TOKEN",),
-}
 
 
 def app_engine(settings: Settings) -> Engine:
@@ -214,14 +207,18 @@ class ConnectorBoot:
     connector: BaseConnector | None = None
 
 
-def connector_settings(settings: Settings, name: str) -> ConnectorSettings:
+def connector_settings(
+    settings: Settings, name: str, cls: type[BaseConnector], environ: Mapping[str, str] | None = None
+) -> ConnectorSettings:
+    """``name``'s settings slice, with the secrets ``cls`` declares read from ``environ`` (the
+    process environment by default) and no others."""
     return ConnectorSettings(
         name=name,
         options=settings.connectors.get(name, {}),
         data_dir=settings.data_dir,
         assistant_name=settings.assistant_name,
         max_text_bytes=settings.router.max_text_bytes,
-        secrets={k: os.environ[k] for k in CONNECTOR_SECRETS.get(name, ()) if os.environ.get(k)},
+        secrets=Secrets.from_environ(cls.secrets, os.environ if environ is None else environ),
     )
 
 
@@ -238,7 +235,7 @@ def build_connectors(settings: Settings, *, quiet: bool = False) -> list[Connect
             continue
         cls = load_class(CONNECTORS, name, f"connectors.{name}")
         try:
-            connector = cls.from_settings(connector_settings(settings, name))
+            connector = cls.from_settings(connector_settings(settings, name, cls))
         except ConfigError as exc:
             logger.log(
                 logging.DEBUG if quiet else logging.WARNING,

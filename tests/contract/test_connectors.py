@@ -1,7 +1,8 @@
 """The caller contract every registered connector keeps (one suite, every sibling).
 
 What the host, the outbound worker and the boot report rely on: a class that names itself and
-its address prefix, ``owns`` deciding by that prefix alone, a positive ``max_text_len``, missing
+its address prefix, ``owns`` deciding by that prefix alone, a positive ``max_text_len``, the
+secrets it reads declared in its own class body (the entry point reads exactly those), missing
 credentials reported as `ConfigError` naming the key (so the boot skips the connector with a
 warning), and ``send`` refusing an address it does not own with a `ConnectorError` (never an SDK
 exception). No test here opens a network connection beyond loopback.
@@ -18,37 +19,49 @@ from typing import Any
 import pytest
 
 from microclaw.connectors import CONNECTORS
-from microclaw.connectors.base import BaseConnector, ConnectorSettings
+from microclaw.connectors.base import BaseConnector, ConnectorSettings, Secrets, UndeclaredSecret
 from microclaw.errors import ConfigError, ConnectorError
 from microclaw.registry import load_class
-from microclaw.runtime.wiring import CONNECTOR_SECRETS
 
 # Settings a sibling needs besides its secrets before it can be built (loopback only).
 PLATFORM_OPTIONS: dict[str, dict[str, Any]] = {
     "email": {"imap_host": "127.0.0.1", "imap_user": "assistant@example.test", "smtp_host": "127.0.0.1"},
 }
-# Siblings that accept any address today (their send stores into a local mailbox).
+# Siblings that cannot be built on some machines, and the reason they give there.
+PLATFORM_REFUSALS: dict[str, str] = {"imessage": "unavailable: not macOS"}
 
 
 def connector_class(name: str) -> type[BaseConnector]:
     return load_class(CONNECTORS, name, f"connectors.{name}")
 
 
-def connector_settings(name: str, tmp_path: Path, *, secrets: bool = True) -> ConnectorSettings:
+def connector_settings(
+    name: str, tmp_path: Path, *, secrets: bool = True, declared: tuple[str, ...] | None = None
+) -> ConnectorSettings:
+    """Settings for ``name`` with every secret it declares set (``secrets=False``: none set);
+    ``declared`` overrides what the settings were built for."""
+    names = connector_class(name).secrets if declared is None else declared
     return ConnectorSettings(
         name=name,
         options={"enabled": True, **PLATFORM_OPTIONS.get(name, {})},
         data_dir=tmp_path,
         assistant_name="Andy",
-        secrets={k: f"test-{k.lower()}" for k in CONNECTOR_SECRETS.get(name, ())} if secrets else {},
+        secrets=Secrets(names, {k: f"test-{k.lower()}" for k in names} if secrets else {}),
     )
 
 
-def build(name: str, tmp_path: Path) -> BaseConnector:
+def from_settings(name: str, settings: ConnectorSettings) -> BaseConnector:
+    """Build, skipping only where the platform itself is missing (e.g. iMessage off macOS)."""
     try:
-        return connector_class(name).from_settings(connector_settings(name, tmp_path))
-    except ConfigError as exc:  # e.g. iMessage off macOS: reported, not built
-        pytest.skip(f"{name} cannot be built on this machine: {exc}")
+        return connector_class(name).from_settings(settings)
+    except ConfigError as exc:
+        if name in PLATFORM_REFUSALS and str(exc) == PLATFORM_REFUSALS[name]:
+            pytest.skip(f"{name} cannot be built on this machine: {exc}")
+        raise
+
+
+def build(name: str, tmp_path: Path) -> BaseConnector:
+    return from_settings(name, connector_settings(name, tmp_path))
 
 
 @pytest.fixture(params=sorted(CONNECTORS))
@@ -63,6 +76,25 @@ def test_class_names_itself_its_prefix_and_its_limit(name: str) -> None:
     assert isinstance(cls.max_text_len, int) and 0 < cls.max_text_len <= 65536
     assert isinstance(cls.idempotent_send, bool)
     assert "capability card" in (sys.modules[cls.__module__].__doc__ or "").lower()
+
+
+def test_secrets_are_declared_as_data_in_the_class_itself(name: str) -> None:
+    """Not inherited and not listed elsewhere: the class body is where the entry point looks."""
+    cls = connector_class(name)
+    assert "secrets" in vars(cls), f"{cls.__name__} must declare `secrets` (`()` when it needs none)"
+    assert isinstance(cls.secrets, tuple)
+    assert all(re.fullmatch(r"[A-Z][A-Z0-9_]*", s) for s in cls.secrets), cls.secrets
+    assert len(set(cls.secrets)) == len(cls.secrets)
+
+
+def test_builds_from_its_declared_secrets_and_reads_no_others(name: str, tmp_path: Path) -> None:
+    """Given exactly what it declares it builds; a secret it reads but did not declare fails
+    loudly (`UndeclaredSecret`), never as a quiet "not configured" skip."""
+    connector = build(name, tmp_path)
+    asyncio.run(connector.close())
+    if connector_class(name).secrets:
+        with pytest.raises(UndeclaredSecret):
+            from_settings(name, connector_settings(name, tmp_path, declared=()))
 
 
 def test_prefixes_are_unique() -> None:
@@ -81,11 +113,15 @@ def test_owns_exactly_its_own_addresses(name: str, tmp_path: Path) -> None:
 
 
 def test_missing_credentials_are_a_config_error_naming_the_key(name: str, tmp_path: Path) -> None:
-    variables = CONNECTOR_SECRETS.get(name, ())
+    """With none of its declared secrets set: a `ConfigError` naming one of them, or, for a
+    connector that declares none, a connector all the same."""
+    variables = connector_class(name).secrets
+    settings = connector_settings(name, tmp_path, secrets=False)
     if not variables:
-        pytest.skip(f"{name} needs no credentials")
+        asyncio.run(from_settings(name, settings).close())
+        return
     with pytest.raises(ConfigError) as caught:
-        connector_class(name).from_settings(connector_settings(name, tmp_path, secrets=False))
+        from_settings(name, settings)
     assert caught.value.key in variables and caught.value.key in str(caught.value)
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
-from microclaw.connectors.base import ConnectorSettings
+from microclaw.connectors.base import ConnectorSettings, Secrets
 from microclaw.connectors.email import EmailConnector
 from microclaw.connectors.state import ConnectorState
 from microclaw.envelope import Envelope
@@ -82,7 +82,9 @@ def connector_for(
             options=opts,
             data_dir=data_dir,
             assistant_name="Andy",
-            secrets=secrets if secrets is not None else {"EMAIL_IMAP_PASSWORD": PASSWORD},
+            secrets=Secrets(
+                EmailConnector.secrets, secrets if secrets is not None else {"EMAIL_IMAP_PASSWORD": PASSWORD}
+            ),
         )
     )
 

@@ -11,7 +11,7 @@ import discord
 import pytest
 from discord.state import ConnectionState
 
-from microclaw.connectors.base import ConnectorSettings
+from microclaw.connectors.base import ConnectorSettings, Secrets
 from microclaw.connectors.discord import (
     ChannelCursors,
     DiscordConnector,
@@ -186,7 +186,7 @@ def settings(tmp_path: Path, secrets: dict[str, str] | None = None, **options: A
         options={"enabled": True, **options},
         data_dir=tmp_path,
         assistant_name="Andy",
-        secrets=secrets or {},
+        secrets=Secrets(DiscordConnector.secrets, secrets),
     )
 
 

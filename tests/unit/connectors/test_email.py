@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from microclaw.config import load_settings
-from microclaw.connectors.base import ConnectorSettings
+from microclaw.connectors.base import ConnectorSettings, Secrets
 from microclaw.connectors.email import Cursor, EmailConnector, EmailOptions, FetchedMail
 from microclaw.errors import ConfigError, PermanentConnectorError
-from microclaw.runtime.wiring import CONNECTOR_SECRETS, build_connectors
+from microclaw.runtime.wiring import build_connectors
 
 SECRETS = {"EMAIL_IMAP_PASSWORD": "imap-pw"}
 BASE = {"imap_host": "imap.example.com", "imap_user": "andy@example.com", "smtp_host": "smtp.example.com"}
@@ -31,7 +31,7 @@ def connector(tmp_path: Path, **overrides: Any) -> EmailConnector:
             options={**BASE, **overrides},
             data_dir=tmp_path,
             assistant_name="Andy",
-            secrets=SECRETS,
+            secrets=Secrets(EmailConnector.secrets, SECRETS),
         )
     )
 
@@ -94,8 +94,8 @@ def test_passwords_never_show_in_repr() -> None:
     assert "imap-pw" not in repr(options(smtp_user="andy"))
 
 
-def test_secrets_are_registered_and_an_unconfigured_connector_is_skipped(isolated_env: Any) -> None:
-    assert CONNECTOR_SECRETS["email"] == ("EMAIL_IMAP_PASSWORD", "EMAIL_SMTP_PASSWORD")
+def test_secrets_are_declared_and_an_unconfigured_connector_is_skipped(isolated_env: Any) -> None:
+    assert EmailConnector.secrets == ("EMAIL_IMAP_PASSWORD", "EMAIL_SMTP_PASSWORD")
     boots = {b.name: b for b in build_connectors(load_settings())}
     assert boots["email"].state == "skipped"
     assert boots["email"].detail == "connectors.email.imap_host is not set"

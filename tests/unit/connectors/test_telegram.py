@@ -17,7 +17,7 @@ from telegram.error import (
     TimedOut,
 )
 
-from microclaw.connectors.base import ConnectorSettings
+from microclaw.connectors.base import ConnectorSettings, Secrets
 from microclaw.connectors.telegram import (
     TelegramConnector,
     bot_command,
@@ -210,7 +210,7 @@ def settings(tmp_path: Path, secrets: dict[str, str] | None = None, **options: A
         options={"enabled": True, **options},
         data_dir=tmp_path,
         assistant_name="Andy",
-        secrets=secrets or {},
+        secrets=Secrets(TelegramConnector.secrets, secrets),
     )
 
 

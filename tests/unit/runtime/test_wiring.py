@@ -10,7 +10,7 @@ from microclaw import connectors as registry
 from microclaw.config import load_settings
 from microclaw.connectors.base import BaseConnector, ConnectorSettings
 from microclaw.errors import ConfigError
-from microclaw.runtime.wiring import build_connectors
+from microclaw.runtime.wiring import build_connectors, connector_settings
 
 
 class NeedsToken(BaseConnector):
@@ -18,12 +18,17 @@ class NeedsToken(BaseConnector):
 
     name: ClassVar[str] = "needs_token"
     prefix: ClassVar[str] = "nt"
+    secrets: ClassVar[tuple[str, ...]] = ("NEEDS_TOKEN_TOKEN",)
+
+    def __init__(self, token: str = "") -> None:
+        self.token = token
 
     @classmethod
     def from_settings(cls, settings: ConnectorSettings) -> Self:
-        if not settings.options.get("token"):
-            raise ConfigError("connectors.needs_token.token is not set", key="connectors.needs_token.token")
-        return cls()
+        token = settings.secrets.get("NEEDS_TOKEN_TOKEN", "")
+        if not token:
+            raise ConfigError("NEEDS_TOKEN_TOKEN is not set", key="NEEDS_TOKEN_TOKEN")
+        return cls(token)
 
     async def listen(self, deliver):  # pragma: no cover - never started here
         raise NotImplementedError
@@ -40,6 +45,13 @@ class Explodes(NeedsToken):
         raise RuntimeError("library not importable")
 
 
+class ForgotToDeclare(NeedsToken):
+    """Reads the token but declares nothing: the bug a central list of secrets used to hide."""
+
+    name: ClassVar[str] = "forgot"
+    secrets: ClassVar[tuple[str, ...]] = ()
+
+
 def test_missing_credentials_skip_only_that_connector(isolated_env, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(registry.CONNECTORS, "needs_token", f"{__name__}:NeedsToken")
     monkeypatch.setitem(registry.CONNECTORS, "explodes", f"{__name__}:Explodes")
@@ -48,8 +60,36 @@ def test_missing_credentials_skip_only_that_connector(isolated_env, monkeypatch:
     boots = {b.name: b for b in build_connectors(load_settings())}
     assert boots["local"].state == "active" and boots["local"].connector is not None
     assert boots["fake"].state == "skipped" and boots["fake"].detail == "disabled in settings"
-    assert boots["needs_token"].state == "skipped" and "token is not set" in boots["needs_token"].detail
+    assert boots["needs_token"].state == "skipped" and "TOKEN is not set" in boots["needs_token"].detail
     assert boots["explodes"].state == "error" and "library not importable" in boots["explodes"].detail
+
+
+def test_the_secrets_a_connector_declares_are_read_from_the_environment(
+    isolated_env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(registry.CONNECTORS, "needs_token", f"{__name__}:NeedsToken")
+    monkeypatch.setenv("MICROCLAW_CONNECTORS__NEEDS_TOKEN__ENABLED", "true")
+    monkeypatch.setenv("NEEDS_TOKEN_TOKEN", "t0k")
+    boot = {b.name: b for b in build_connectors(load_settings())}["needs_token"]
+    assert boot.state == "active" and isinstance(boot.connector, NeedsToken)
+    assert boot.connector.token == "t0k"
+    settings = connector_settings(
+        load_settings(), "needs_token", NeedsToken, {"NEEDS_TOKEN_TOKEN": "x", "OTHER": "y"}
+    )
+    assert settings.secrets.declared == ("NEEDS_TOKEN_TOKEN",) and dict(settings.secrets) == {
+        "NEEDS_TOKEN_TOKEN": "x"
+    }
+
+
+def test_reading_an_undeclared_secret_is_an_error_at_boot_not_a_skip(
+    isolated_env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(registry.CONNECTORS, "forgot", f"{__name__}:ForgotToDeclare")
+    monkeypatch.setenv("MICROCLAW_CONNECTORS__FORGOT__ENABLED", "true")
+    monkeypatch.setenv("NEEDS_TOKEN_TOKEN", "t0k")  # set, yet never handed to a connector not declaring it
+    boot = {b.name: b for b in build_connectors(load_settings())}["forgot"]
+    assert boot.state == "error" and boot.detail.startswith("UndeclaredSecret:")
+    assert "NEEDS_TOKEN_TOKEN" in boot.detail and "t0k" not in boot.detail
 
 
 def test_skips_are_warnings_for_the_host_and_debug_in_worker_children(
