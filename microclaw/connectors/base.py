@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
+from microclaw.connectors.state import ConnectorState
 from microclaw.envelope import Envelope
 from microclaw.errors import ConfigError
 
@@ -141,11 +142,26 @@ class BaseConnector(abc.ABC):
     #: may look up in ``settings.secrets``. No default: every sibling declares it in its own
     #: class body, ``()`` when it needs none (the contract test checks).
     secrets: ClassVar[tuple[str, ...]]
+    #: File name of this connector's own state under the data dir (see `open_state`); None when
+    #: it keeps none.
+    state_file: ClassVar[str | None] = None
 
     @classmethod
     @abc.abstractmethod
     def from_settings(cls, settings: ConnectorSettings) -> Self:
         """Build from this connector's settings; `ConfigError` naming the missing credential."""
+
+    @classmethod
+    def open_state(cls, settings: ConnectorSettings, *, path: Path | None = None) -> ConnectorState:
+        """Open this connector's state file, ``<data_dir>/<state_file>`` (``path`` where a setting
+        moved it), creating it on first use. Called from `from_settings`; the file is shared by
+        the host and the outbound worker, and a write is durable when it returns.
+
+        `TypeError` when the class declares no ``state_file``.
+        """
+        if cls.state_file is None:
+            raise TypeError(f"{cls.__name__} declares no state_file")
+        return ConnectorState(path or settings.data_dir / cls.state_file)
 
     def owns(self, chat_id: str) -> bool:
         """Whether ``chat_id`` is an address of this connector."""

@@ -9,8 +9,8 @@ Capability card:
   unless the rest already starts with it (contract §9.2). Attachments become placeholders
   (``[Image: name]``, ``[Video: name]``, ``[Audio: name]``, ``[File: name]``) on their own lines.
   Events are handled one at a time, in arrival order.
-- Ack point: the gateway has none, so the connector keeps its own per-channel cursor
-  (``<data_dir>/discord-cursors.db``): a channel is recorded *before* its message is handed to
+- Ack point: the gateway has none, so the connector keeps its own per-channel cursor (in its
+  state file, see State below): a channel is recorded *before* its message is handed to
   ``deliver`` and the cursor moves past the message only after ``deliver`` returned. On every
   READY / RESUMED the channels seen in the last ``catch_up_max_age_s`` (3 days) are read back
   through REST from their cursor (at most ``catch_up_limit`` (100) messages each), so a message
@@ -26,6 +26,8 @@ Capability card:
   connector). Options: ``guild_ready_timeout_s`` (2), ``catch_up_limit``,
   ``catch_up_max_age_s``, ``max_ratelimit_timeout_s``, ``cursor_path``, ``api_base_url`` /
   ``gateway_url`` (a REST or gateway proxy, or a test server; empty: Discord's own).
+- State: ``<data_dir>/discord-cursors.db`` (``cursor_path`` moves it), table ``cursors``
+  (channel id -> last delivered message id), opened through `BaseConnector.open_state`.
 - Cannot: read attachments' contents, see messages of channels it has no access to, or tell
   whether a send that timed out reached Discord (``idempotent_send`` is False).
 
@@ -37,8 +39,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import sqlite3
-import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 from urllib.parse import urlsplit
 
 from microclaw.connectors.base import BaseConnector, ConnectorSettings, Deliver, number_option
+from microclaw.connectors.state import ConnectorState
 from microclaw.core.triggers import build_trigger_pattern
 from microclaw.envelope import Envelope, make_envelope
 from microclaw.errors import (
@@ -178,53 +179,37 @@ def message_to_envelope(
 
 
 class ChannelCursors:
-    """Per-channel "delivered up to" message ids in one small SQLite file owned by the connector."""
+    """Per-channel "delivered up to" message ids: the ``cursors`` table of the connector's state file."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(
+    def __init__(self, state: ConnectorState) -> None:
+        self.state = state
+        state.execute(
             "CREATE TABLE IF NOT EXISTS cursors (channel_id INTEGER PRIMARY KEY, message_id INTEGER NOT NULL)"
         )
 
     def get(self, channel_id: int) -> int | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT message_id FROM cursors WHERE channel_id = ?", (channel_id,)
-            ).fetchone()
-        return None if row is None else int(row[0])
+        rows = self.state.execute("SELECT message_id FROM cursors WHERE channel_id = ?", (channel_id,))
+        return int(rows[0][0]) if rows else None
 
     def remember(self, channel_id: int, before: int) -> None:
         """Record a channel (cursor just before ``before``) unless it is already known."""
-        with self._lock:
-            self._db.execute(
-                "INSERT OR IGNORE INTO cursors (channel_id, message_id) VALUES (?, ?)",
-                (channel_id, before - 1),
-            )
+        self.state.execute(
+            "INSERT OR IGNORE INTO cursors (channel_id, message_id) VALUES (?, ?)", (channel_id, before - 1)
+        )
 
     def advance(self, channel_id: int, message_id: int) -> None:
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO cursors (channel_id, message_id) VALUES (?, ?) ON CONFLICT (channel_id)"
-                " DO UPDATE SET message_id = max(message_id, excluded.message_id)",
-                (channel_id, message_id),
-            )
+        """Move a channel's cursor forward to ``message_id`` (never back); durable when it returns."""
+        self.state.execute(
+            "INSERT INTO cursors (channel_id, message_id) VALUES (?, ?) ON CONFLICT (channel_id)"
+            " DO UPDATE SET message_id = max(message_id, excluded.message_id)",
+            (channel_id, message_id),
+        )
 
     def forget(self, channel_id: int) -> None:
-        with self._lock:
-            self._db.execute("DELETE FROM cursors WHERE channel_id = ?", (channel_id,))
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self.state.execute("DELETE FROM cursors WHERE channel_id = ?", (channel_id,))
 
     def all(self) -> dict[int, int]:
-        with self._lock:
-            return {int(c): int(m) for c, m in self._db.execute("SELECT channel_id, message_id FROM cursors")}
+        return {int(c): int(m) for c, m in self.state.execute("SELECT channel_id, message_id FROM cursors")}
 
 
 def _gateway_client(queue: asyncio.Queue[Any], *, guild_ready_timeout_s: float, max_rl: float) -> Any:
@@ -262,13 +247,14 @@ class DiscordConnector(BaseConnector):
     max_text_len: ClassVar[int] = 2000
     idempotent_send: ClassVar[bool] = False
     secrets: ClassVar[tuple[str, ...]] = (TOKEN_ENV,)
+    state_file: ClassVar[str | None] = "discord-cursors.db"
 
     def __init__(
         self,
         token: str,
         *,
         assistant_name: str,
-        cursor_path: Path,
+        state: ConnectorState,
         guild_ready_timeout_s: float = 2.0,
         catch_up_limit: int = 100,
         catch_up_max_age_s: float = 3 * 86400,
@@ -281,7 +267,7 @@ class DiscordConnector(BaseConnector):
             raise ConfigError(f"{TOKEN_ENV} is not set", key=TOKEN_ENV)
         self._token = token
         self.assistant_name = assistant_name
-        self.cursor_path = cursor_path
+        self.cursors = ChannelCursors(state)
         self.guild_ready_timeout_s = guild_ready_timeout_s
         self.catch_up_limit = catch_up_limit
         self.catch_up_max_age_s = catch_up_max_age_s
@@ -290,11 +276,10 @@ class DiscordConnector(BaseConnector):
         self.api_base_url = api_base_url or None
         self.gateway_url = gateway_url or None
         self.bot_id: int | None = None
-        self._cursors: ChannelCursors | None = None
         self._rest: tuple[asyncio.AbstractEventLoop, Any] | None = None
 
     def __repr__(self) -> str:
-        return f"DiscordConnector(cursor_path={str(self.cursor_path)!r})"
+        return f"DiscordConnector(state={str(self.cursors.state.path)!r})"
 
     @classmethod
     def from_settings(cls, settings: ConnectorSettings) -> Self:
@@ -310,7 +295,7 @@ class DiscordConnector(BaseConnector):
         return cls(
             token,
             assistant_name=settings.assistant_name,
-            cursor_path=Path(cursor) if cursor else settings.data_dir / "discord-cursors.db",
+            state=cls.open_state(settings, path=Path(cursor) if cursor else None),
             guild_ready_timeout_s=number_option(opts, "discord", "guild_ready_timeout_s", 2.0, minimum=0),
             catch_up_limit=int(number_option(opts, "discord", "catch_up_limit", 100, minimum=0)),
             catch_up_max_age_s=number_option(opts, "discord", "catch_up_max_age_s", 3 * 86400, minimum=0),
@@ -321,12 +306,6 @@ class DiscordConnector(BaseConnector):
             api_base_url=_url_option(opts, "api_base_url", ("http", "https")),
             gateway_url=_url_option(opts, "gateway_url", ("ws", "wss")),
         )
-
-    @property
-    def cursors(self) -> ChannelCursors:
-        if self._cursors is None:
-            self._cursors = ChannelCursors(self.cursor_path)
-        return self._cursors
 
     # --- the SDK edge ----------------------------------------------------------------------
 
@@ -515,15 +494,10 @@ class DiscordConnector(BaseConnector):
             raise self._translate(exc, chat_id) from None
 
     async def close(self) -> None:
-        cursors, self._cursors = self._cursors, None
-        if cursors is not None:
-            cursors.close()
+        self.cursors.state.close()
         rest, self._rest = self._rest, None
         if rest is not None and rest[0] is asyncio.get_running_loop():
             try:
                 await rest[1].close()
             except Exception:  # closing is best effort
                 logger.debug("discord client close failed", exc_info=True)
-
-    def describe(self) -> dict[str, Any]:
-        return {"bot_id": self.bot_id, "channels": len(self.cursors.all()) if self._cursors else 0}

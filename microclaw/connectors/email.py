@@ -221,6 +221,7 @@ class EmailConnector(BaseConnector):
     max_text_len: ClassVar[int] = 65536
     idempotent_send: ClassVar[bool] = False
     secrets: ClassVar[tuple[str, ...]] = (IMAP_PASSWORD_ENV, SMTP_PASSWORD_ENV)
+    state_file: ClassVar[str | None] = "email-state.db"
 
     def __init__(self, opts: EmailOptions, state: ConnectorState, *, max_text_bytes: int = 65536) -> None:
         self.opts = opts
@@ -230,9 +231,7 @@ class EmailConnector(BaseConnector):
     @classmethod
     def from_settings(cls, settings: ConnectorSettings) -> Self:
         opts = EmailOptions.parse(settings.options, settings.secrets, settings.assistant_name)
-        return cls(
-            opts, ConnectorState(settings.data_dir / "email-state.db"), max_text_bytes=settings.max_text_bytes
-        )
+        return cls(opts, cls.open_state(settings), max_text_bytes=settings.max_text_bytes)
 
     # --- inbound ------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ class FakeConnector(BaseConnector):
     max_text_len: ClassVar[int] = 4096
     idempotent_send: ClassVar[bool] = True
     secrets: ClassVar[tuple[str, ...]] = ()
+    state_file: ClassVar[str | None] = None
 
     def __init__(
         self, mailbox: Mailbox, *, permanent_chats: tuple[str, ...] = (), transient_failures: int = 0

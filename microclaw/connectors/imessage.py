@@ -242,6 +242,7 @@ class IMessageConnector(BaseConnector):
     max_text_len: ClassVar[int] = 16384
     idempotent_send: ClassVar[bool] = False
     secrets: ClassVar[tuple[str, ...]] = ()
+    state_file: ClassVar[str | None] = "imessage-state.db"
 
     def __init__(
         self,
@@ -291,7 +292,7 @@ class IMessageConnector(BaseConnector):
         try:
             return cls(
                 chat_db,
-                ConnectorState(settings.data_dir / "imessage-state.db"),
+                cls.open_state(settings),
                 osascript=osascript,
                 poll_interval_s=float(opts.get("poll_interval_s") or 1.0),
                 join_grace_s=float(opts.get("join_grace_s") or 5.0),

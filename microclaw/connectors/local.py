@@ -29,6 +29,7 @@ class LocalConnector(BaseConnector):
     max_text_len: ClassVar[int] = 65536
     idempotent_send: ClassVar[bool] = True
     secrets: ClassVar[tuple[str, ...]] = ()
+    state_file: ClassVar[str | None] = None
 
     def __init__(
         self,

@@ -3,6 +3,9 @@
 Replies are stored with a unique idempotency key, so storing the same reply twice keeps one
 row: sends through a mailbox are idempotent. Readers page by the autoincrement id. Each mailbox
 is its own file, owned by the connector that uses it, not by the app database.
+
+A mailbox is the platform those two channels talk to, not connector state: cursors and
+per-chat facts of real platforms go in a `microclaw.connectors.state.ConnectorState`.
 """
 
 from __future__ import annotations

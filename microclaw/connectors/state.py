@@ -1,11 +1,17 @@
-"""A connector's own small state file: cursors and per-chat facts in one SQLite key-value table.
+"""A connector's own small state file: cursors and per-chat facts, in one SQLite file per connector.
 
-Connectors that read a platform by position (an IMAP UID, a chat.db ROWID) keep that position
-here, next to the app data but never in the app database: a connector does not touch the store.
-The file may be shared by the host (which listens and advances the cursor) and the outbound
-worker (which reads per-chat facts to address a reply), so it runs in WAL mode with a busy
-timeout. Values are JSON. Each write commits before it returns; that commit is what makes a
-cursor advance durable.
+The one way connectors keep state. A connector that reads a platform by position (an IMAP UID,
+a chat.db ROWID, a Discord message id per channel) declares ``state_file`` on its class and
+opens it with `BaseConnector.open_state`: ``<data_dir>/<state_file>``, next to the app data but
+never in the app database (a connector does not touch the store). The file may be shared by the
+host (which listens and advances the cursor) and the outbound worker (which reads per-chat facts
+to address a reply), so it runs in WAL mode with a busy timeout and ``synchronous=FULL``. Each
+write commits before it returns; that commit is what makes a cursor advance durable.
+
+Most state is JSON values by key in the ``state`` table. A sibling whose state predates that
+table keeps its own table in the same file through `ConnectorState.execute` (Discord's
+``cursors``), so existing files keep their format. Not here: the SQLite mailbox behind the local
+and fake channels (`microclaw.connectors.mailbox`), which is their platform, not their state.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -39,6 +45,12 @@ class ConnectorState:
     def _connect(self) -> Iterator[sqlite3.Connection]:
         """This thread's connection (``synchronous=FULL``: a cursor advance must survive a power cut)."""
         yield self._connections.get()
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement on a table of the sibling's own in this file; its rows. A write
+        commits (durably) before this returns."""
+        with self._connect() as db:
+            return db.execute(sql, args).fetchall()
 
     def get(self, key: str, default: Any = None) -> Any:
         with self._connect() as db:

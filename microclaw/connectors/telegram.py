@@ -234,6 +234,7 @@ class TelegramConnector(BaseConnector):
     max_text_len: ClassVar[int] = 4096
     idempotent_send: ClassVar[bool] = False
     secrets: ClassVar[tuple[str, ...]] = (TOKEN_ENV,)
+    state_file: ClassVar[str | None] = None
 
     def __init__(
         self,

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from microclaw.connectors.discord import DiscordConnector
+from microclaw.connectors.state import ConnectorState
 from microclaw.errors import PermanentConnectorError, TransientConnectorError
 from microclaw.pipeline.delivery import deliver_chat
 from microclaw.store import outbox
@@ -31,7 +32,7 @@ def connector(fake: FakeDiscord, tmp_path: Path) -> DiscordConnector:
     return DiscordConnector(
         fake.token,
         assistant_name="Andy",
-        cursor_path=tmp_path / "discord-cursors.db",
+        state=ConnectorState(tmp_path / "discord-cursors.db"),
         guild_ready_timeout_s=0.05,
     )
 
@@ -255,7 +256,7 @@ def test_missing_access_and_unknown_channel_are_permanent(
 
 def test_rejected_token_is_permanent(fake_discord, runner, tmp_path) -> None:
     general = fake_discord.add_channel()
-    dc = DiscordConnector("wrong-token", assistant_name="Andy", cursor_path=tmp_path / "c.db")
+    dc = DiscordConnector("wrong-token", assistant_name="Andy", state=ConnectorState(tmp_path / "c.db"))
     with pytest.raises(PermanentConnectorError, match="DISCORD_BOT_TOKEN") as caught:
         runner.run(dc.send(f"dc:{general}", "x", idempotency_key="k"))
     assert "wrong-token" not in str(caught.value)

@@ -1,4 +1,5 @@
-"""microclaw/connectors/base.py through a tiny recording sibling: declared secrets."""
+"""microclaw/connectors/base.py through a tiny recording sibling: declared secrets and the
+state file helper."""
 
 from __future__ import annotations
 
@@ -18,11 +19,12 @@ from microclaw.connectors.base import (
 
 
 class Recording(BaseConnector):
-    """Declares one secret; records what it sent."""
+    """Declares one secret and a state file; records what it sent."""
 
     name: ClassVar[str] = "recording"
     prefix: ClassVar[str] = "rec"
     secrets: ClassVar[tuple[str, ...]] = ("RECORDING_TOKEN",)
+    state_file: ClassVar[str | None] = "recording-state.db"
 
     def __init__(self, token: str) -> None:
         self.token = token
@@ -94,3 +96,21 @@ def test_secrets_come_from_the_environment_and_never_show_in_repr(tmp_path: Path
     assert dict(secrets) == {"RECORDING_TOKEN": "s3cret-value"}
     assert secrets.declared == ("RECORDING_TOKEN", "EMPTY")
     assert "s3cret" not in repr(secrets) and "s3cret" not in repr(settings(tmp_path, secrets))
+
+
+def test_open_state_is_the_declared_file_under_the_data_dir(tmp_path: Path) -> None:
+    state = Recording.open_state(settings(tmp_path))
+    state.put("cursor", 7)
+    state.close()
+    assert Recording.open_state(settings(tmp_path)).get("cursor") == 7
+    assert (tmp_path / "recording-state.db").is_file()
+    moved = Recording.open_state(settings(tmp_path), path=tmp_path / "elsewhere" / "s.db")
+    assert moved.path == tmp_path / "elsewhere" / "s.db" and moved.get("cursor") is None
+
+
+def test_open_state_refuses_a_connector_without_a_state_file(tmp_path: Path) -> None:
+    class Stateless(Recording):
+        state_file: ClassVar[str | None] = None
+
+    with pytest.raises(TypeError, match="Stateless declares no state_file"):
+        Stateless.open_state(settings(tmp_path))

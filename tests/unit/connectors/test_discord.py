@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -19,6 +20,7 @@ from microclaw.connectors.discord import (
     platform_channel,
     snowflake_ms,
 )
+from microclaw.connectors.state import ConnectorState
 from microclaw.errors import ConfigError, PermanentConnectorError, TransientConnectorError
 
 BOT_ID = 900000000000000001
@@ -169,15 +171,31 @@ def test_addresses() -> None:
 
 def test_cursors_are_durable_monotonic_and_forgettable(tmp_path: Path) -> None:
     path = tmp_path / "c.db"
-    cursors = ChannelCursors(path)
+    cursors = ChannelCursors(ConnectorState(path))
     cursors.remember(1, 100)
     assert cursors.get(1) == 99
     cursors.remember(1, 500)  # already known: unchanged
     cursors.advance(1, 100)
     cursors.advance(1, 50)  # never moves back
-    assert ChannelCursors(path).all() == {1: 100}
+    assert ChannelCursors(ConnectorState(path)).all() == {1: 100}
     cursors.forget(1)
     assert cursors.get(1) is None
+
+
+def test_cursor_files_written_before_the_state_helper_are_read_as_they_are(tmp_path: Path) -> None:
+    """Existing installs keep their ``discord-cursors.db``: same name, same ``cursors`` table."""
+    old = sqlite3.connect(tmp_path / "discord-cursors.db")
+    old.execute("CREATE TABLE cursors (channel_id INTEGER PRIMARY KEY, message_id INTEGER NOT NULL)")
+    old.execute("INSERT INTO cursors VALUES (?, ?)", (CHANNEL, MESSAGE))
+    old.commit()
+    old.close()
+    dc = DiscordConnector.from_settings(settings(tmp_path, {"DISCORD_BOT_TOKEN": "t"}))
+    assert dc.cursors.all() == {CHANNEL: MESSAGE}
+    dc.cursors.advance(CHANNEL, MESSAGE + 1)
+    dc.cursors.state.close()
+    reread = sqlite3.connect(tmp_path / "discord-cursors.db")
+    assert reread.execute("SELECT channel_id, message_id FROM cursors").fetchall() == [(CHANNEL, MESSAGE + 1)]
+    reread.close()
 
 
 def settings(tmp_path: Path, secrets: dict[str, str] | None = None, **options: Any) -> ConnectorSettings:
@@ -195,7 +213,11 @@ def test_from_settings(tmp_path: Path) -> None:
         DiscordConnector.from_settings(settings(tmp_path))
     assert caught.value.key == "DISCORD_BOT_TOKEN"
     dc = DiscordConnector.from_settings(settings(tmp_path, {"DISCORD_BOT_TOKEN": "s3cret"}))
-    assert dc.cursor_path == tmp_path / "discord-cursors.db" and "s3cret" not in repr(dc)
+    assert dc.cursors.state.path == tmp_path / "discord-cursors.db" and "s3cret" not in repr(dc)
+    moved = DiscordConnector.from_settings(
+        settings(tmp_path, {"DISCORD_BOT_TOKEN": "t"}, cursor_path=str(tmp_path / "elsewhere.db"))
+    )
+    assert moved.cursors.state.path == tmp_path / "elsewhere.db"
     with pytest.raises(ConfigError) as low:
         DiscordConnector.from_settings(
             settings(tmp_path, {"DISCORD_BOT_TOKEN": "t"}, max_ratelimit_timeout_s=5)
@@ -253,6 +275,6 @@ def response(status: int, **headers: str) -> Any:
 def test_sdk_errors_are_translated(
     exc: Exception, kind: type, retry_after: float | None, tmp_path: Path
 ) -> None:
-    dc = DiscordConnector("tok", assistant_name="Andy", cursor_path=tmp_path / "c.db")
+    dc = DiscordConnector("tok", assistant_name="Andy", state=ConnectorState(tmp_path / "c.db"))
     error = dc._translate(exc, "dc:1")
     assert type(error) is kind and error.retry_after == retry_after and error.chat_id == "dc:1"
