@@ -1,9 +1,9 @@
 """``microclaw.typing``: show "typing…" in a chat while its agent runs (best effort).
 
-Runs on the outbound queue, next to the connectors' send clients. A connector without a
-``send_typing`` method makes this a no-op; a platform error is logged and dropped (an
-indicator that arrives late is worthless, so nothing is retried). Publishers should set a
-short ``expires`` for the same reason.
+Runs on the outbound queue, next to the connectors' send clients. A connector whose platform
+has no indicator keeps `BaseConnector.send_typing`'s default and this is a no-op; a platform
+error is logged and dropped (an indicator that arrives late is worthless, so nothing is
+retried). Publishers should set a short ``expires`` for the same reason.
 """
 
 from __future__ import annotations
@@ -28,15 +28,14 @@ TypingOutcome = Literal["sent", "unsupported", "failed"]
 def show_typing(connectors: Sequence[BaseConnector], runner: asyncio.Runner, chat_jid: str) -> TypingOutcome:
     """Ask the connector that owns ``chat_jid`` to show the typing indicator, if it can."""
     connector = connector_for(connectors, chat_jid)
-    send_typing = getattr(connector, "send_typing", None)
-    if send_typing is None:
+    if connector is None:
         return "unsupported"
     try:
-        runner.run(send_typing(chat_jid))
+        shown = runner.run(connector.send_typing(chat_jid))
     except ConnectorError as exc:
         logger.info("typing indicator not shown: %s", exc, extra={"chat_jid": chat_jid})
         return "failed"
-    return "sent"
+    return "sent" if shown else "unsupported"
 
 
 @app.task(name=queues.TYPING, ignore_result=True)

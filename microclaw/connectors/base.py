@@ -10,6 +10,16 @@ must work in a process where ``listen`` never ran. Platform exceptions become
 
 Addresses are ``<name>:<platform chat id>`` (``tg:-100123``, ``local:main``); `owns` decides by
 that prefix, so no code outside a connector inspects address formats.
+
+What a sibling declares as data on its class, and where the base uses it:
+
+- ``secrets``: the environment variables holding its credentials. The entry point reads exactly
+  these into `ConnectorSettings.secrets`; looking up any other name there raises
+  `UndeclaredSecret`, so a connector cannot quietly depend on a variable nobody reads.
+- ``state_file``: the name of its own state file under the data dir (cursors, per-chat facts),
+  opened by `BaseConnector.open_state`; None when it keeps no state.
+
+Optional hooks (`send_typing`, `close`) have safe defaults here; callers call them directly.
 """
 
 from __future__ import annotations
@@ -182,6 +192,16 @@ class BaseConnector(abc.ABC):
         Raises `TransientConnectorError` or `PermanentConnectorError`.
         """
 
+    async def send_typing(self, chat_id: str) -> bool:
+        """Show a "typing…" indicator in ``chat_id`` while an agent works on a reply. Optional.
+
+        Called by the ``microclaw.typing`` task on the outbound worker (``listen`` may never have
+        run there), best effort: the caller logs a `ConnectorError` and drops it, and never
+        retries. Returns True when the platform was asked to show the indicator, False when it
+        has none (this default, which does nothing). Raises like `send`.
+        """
+        return False
+
     async def close(self) -> None:
-        """Release network resources. Optional."""
+        """Release network resources and open files. Optional."""
         return None

@@ -484,14 +484,15 @@ class DiscordConnector(BaseConnector):
             raise self._translate(exc, chat_id) from None
         return str(message.id)
 
-    async def send_typing(self, chat_id: str) -> None:
-        """Show the typing indicator in the channel (best effort; raises like `send`)."""
+    async def send_typing(self, chat_id: str) -> bool:
+        """Trigger the typing indicator in the channel (Discord clears it after ~10 s)."""
         channel_id = platform_channel(chat_id)
         client = await self._rest_client()
         try:
             await client.http.send_typing(channel_id)
         except Exception as exc:
             raise self._translate(exc, chat_id) from None
+        return True
 
     async def close(self) -> None:
         self.cursors.state.close()

@@ -473,14 +473,15 @@ class TelegramConnector(BaseConnector):
             raise error from None
         return str(message.message_id)
 
-    async def send_typing(self, chat_id: str) -> None:
-        """Show "typing…" in the chat (best effort; raises like `send`)."""
+    async def send_typing(self, chat_id: str) -> bool:
+        """Show "typing…" in the chat (``sendChatAction``; Telegram clears it after ~5 s)."""
         chat = platform_chat(chat_id)
         client = await self._ready()
         try:
             await client.bot.send_chat_action(chat_id=chat, action="typing")
         except Exception as exc:
             raise self._translate(exc, chat_id) from None
+        return True
 
     async def close(self) -> None:
         client, self._client = self._client, None

@@ -16,7 +16,7 @@ from microclaw.store import outbox
 from microclaw.store.db import write_tx
 from microclaw.store.models import OutboxEntry
 from tasks.typing import show_typing
-from tests.helpers import delivery_deps, outbox_rows, register
+from tests.helpers import delivery_deps, fake_connector, outbox_rows, register
 from tests.integration.connectors.conftest import stop, stored, supervise, until
 from tests.integration.connectors.fake_telegram import BOT_USERNAME, FakeTelegram
 
@@ -277,13 +277,15 @@ def test_migrated_group_names_its_new_address(fake_telegram, runner) -> None:
     runner.run(tg.close())
 
 
-def test_typing_indicator_through_the_outbound_task(fake_telegram, runner) -> None:
+def test_typing_indicator_through_the_outbound_task(fake_telegram, runner, tmp_path) -> None:
     tg = connector(fake_telegram)
     assert show_typing([tg], runner, JID) == "sent"
     assert fake_telegram.actions == [(GROUP, "typing")]
     fake_telegram.fail_chat(-9, 403, "Forbidden: bot was kicked from the group chat")
     assert show_typing([tg], runner, "tg:-9") == "failed"
     assert show_typing([tg], runner, "zz:1") == "unsupported"
+    # A platform without an indicator keeps the base's no-op hook.
+    assert show_typing([tg, fake_connector(tmp_path)], runner, "fake:1") == "unsupported"
     runner.run(tg.close())
 
 

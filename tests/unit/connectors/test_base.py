@@ -1,5 +1,5 @@
-"""microclaw/connectors/base.py through a tiny recording sibling: declared secrets and the
-state file helper."""
+"""microclaw/connectors/base.py through a tiny recording sibling: declared secrets, the state
+file helper and the optional hooks' defaults."""
 
 from __future__ import annotations
 
@@ -114,3 +114,15 @@ def test_open_state_refuses_a_connector_without_a_state_file(tmp_path: Path) -> 
 
     with pytest.raises(TypeError, match="Stateless declares no state_file"):
         Stateless.open_state(settings(tmp_path))
+
+
+def test_optional_hooks_default_to_doing_nothing(tmp_path: Path) -> None:
+    connector = Recording.from_settings(settings(tmp_path))
+
+    async def hooks() -> bool:
+        shown = await connector.send_typing("rec:1")
+        await connector.close()
+        return shown
+
+    assert asyncio.run(hooks()) is False
+    assert connector.sent == []
