@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Any, ClassVar, Self
+from typing import ClassVar, Self
 
 from microclaw.connectors.base import BaseConnector, ConnectorSettings, Deliver
 from microclaw.connectors.mailbox import Mailbox, MailboxItem
@@ -31,17 +31,9 @@ class LocalConnector(BaseConnector):
     secrets: ClassVar[tuple[str, ...]] = ()
     state_file: ClassVar[str | None] = None
 
-    def __init__(
-        self,
-        mailbox: Mailbox,
-        *,
-        chat_id: str = "local:main",
-        folder: str = "local_main",
-        max_text_bytes: int = 65536,
-    ) -> None:
+    def __init__(self, mailbox: Mailbox, *, chat_id: str = "local:main", max_text_bytes: int = 65536) -> None:
         self.mailbox = mailbox
         self.main_chat_id = chat_id
-        self.main_folder = folder
         self.max_text_bytes = max_text_bytes
         self._deliver: Deliver | None = None
         self._ready = asyncio.Event()
@@ -52,7 +44,6 @@ class LocalConnector(BaseConnector):
         return cls(
             Mailbox(settings.data_dir / "local-chat.db"),
             chat_id=str(opts.get("chat_id") or "local:main"),
-            folder=str(opts.get("folder") or "local_main"),
             max_text_bytes=settings.max_text_bytes,
         )
 
@@ -103,6 +94,3 @@ class LocalConnector(BaseConnector):
 
     def replies(self, after_id: int, *, chat_id: str | None = None, limit: int = 100) -> list[MailboxItem]:
         return self.mailbox.after(after_id, chat_id=chat_id, limit=limit)
-
-    def describe(self) -> dict[str, Any]:
-        return {"main_chat": self.main_chat_id}

@@ -34,7 +34,6 @@ class Mailbox:
 
     def __init__(self, path: Path, *, busy_timeout_s: float = 30.0) -> None:
         self.path = path
-        self._timeout = busy_timeout_s
         self._connections = ThreadConnections(path, timeout_s=busy_timeout_s)
         path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:

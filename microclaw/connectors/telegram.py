@@ -490,6 +490,3 @@ class TelegramConnector(BaseConnector):
                 await client.bot.shutdown()
             except Exception:  # closing is best effort
                 logger.debug("telegram client shutdown failed", exc_info=True)
-
-    def describe(self) -> dict[str, Any]:
-        return {"bot": f"@{self.bot_username}" if self.bot_username else None, "offset": self.offset}

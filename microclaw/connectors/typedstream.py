@@ -13,7 +13,6 @@ truncated blob.
 
 from __future__ import annotations
 
-STREAM_MAGIC = b"\x04\x0bstreamtyped"
 _CLASS_NAMES = (b"NSMutableString", b"NSString")
 _STRING_TAG = b"\x84\x01+"
 # How far after the class name the string's type tag may appear (class version, superclass ref).
