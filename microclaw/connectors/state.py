@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -28,10 +28,16 @@ from microclaw.sqlite import ThreadConnections
 
 
 class ConnectorState:
-    """Durable JSON values by key, in one SQLite file owned by one connector."""
+    """Durable JSON values by key, in one SQLite file owned by one connector.
 
-    def __init__(self, path: Path, *, busy_timeout_s: float = 30.0) -> None:
+    ``clock`` gives wall-clock seconds; it stamps each write (``updated_at_ms``, used by `prune`).
+    """
+
+    def __init__(
+        self, path: Path, *, busy_timeout_s: float = 30.0, clock: Callable[[], float] = time.time
+    ) -> None:
         self.path = path
+        self.clock = clock
         self._connections = ThreadConnections(path, timeout_s=busy_timeout_s, synchronous="FULL")
         path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
@@ -62,7 +68,7 @@ class ConnectorState:
 
     def put_many(self, values: dict[str, Any]) -> None:
         """Store several keys in one transaction."""
-        now = int(time.time() * 1000)
+        now = int(self.clock() * 1000)
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
             try:

@@ -39,6 +39,7 @@ import asyncio
 import logging
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
@@ -249,7 +250,9 @@ class TelegramConnector(BaseConnector):
         group_rate_per_min: float = 20.0,
         global_rate_per_s: float = 30.0,
         max_text_bytes: int = 65536,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``clock`` (monotonic seconds) times how long a chat stays blocked after a 429."""
         if not token:
             raise ConfigError(f"{TOKEN_ENV} is not set", key=TOKEN_ENV)
         self._token = token
@@ -262,6 +265,7 @@ class TelegramConnector(BaseConnector):
         self.group_rate_per_min = group_rate_per_min
         self.global_rate_per_s = global_rate_per_s
         self.max_text_bytes = max_text_bytes
+        self.clock = clock
         #: Next update id to ask for; everything below it has been delivered (kept across restarts
         #: of ``listen`` so a failed update is asked for again).
         self.offset: int | None = None
@@ -439,7 +443,7 @@ class TelegramConnector(BaseConnector):
     # --- outbound --------------------------------------------------------------------------
 
     async def _throttle(self, client: _LoopClient, chat: int | str, chat_id: str) -> None:
-        blocked = self._blocked_until.get(chat, 0.0) - time.monotonic()
+        blocked = self._blocked_until.get(chat, 0.0) - self.clock()
         if blocked > 0:
             raise TransientConnectorError(
                 "telegram flood control still in effect", chat_id=chat_id, retry_after=blocked
@@ -469,7 +473,7 @@ class TelegramConnector(BaseConnector):
         except Exception as exc:
             error = self._translate(exc, chat_id)
             if error.retry_after:
-                self._blocked_until[chat] = time.monotonic() + error.retry_after
+                self._blocked_until[chat] = self.clock() + error.retry_after
             raise error from None
         return str(message.message_id)
 

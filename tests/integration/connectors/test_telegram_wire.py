@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from itertools import pairwise
+from typing import Any
 
 import pytest
 from sqlalchemy import update
@@ -24,7 +25,7 @@ GROUP = -1001234567890
 JID = f"tg:{GROUP}"
 
 
-def connector(fake: FakeTelegram, **options: float) -> TelegramConnector:
+def connector(fake: FakeTelegram, **options: Any) -> TelegramConnector:
     return TelegramConnector(
         fake.token,
         assistant_name="Andy",
@@ -222,7 +223,8 @@ def test_sends_respect_the_global_rate(fake_telegram, runner) -> None:
 
 
 def test_flood_control_429_is_transient_with_retry_after_and_retried(fake_telegram, engine, runner) -> None:
-    tg = connector(fake_telegram)
+    now = [1000.0]
+    tg = connector(fake_telegram, clock=lambda: now[0])
     fake_telegram.fail("sendMessage", 429, "Too Many Requests: retry after 1", retry_after=1)
     with pytest.raises(TransientConnectorError) as caught:
         runner.run(tg.send(JID, "x", idempotency_key="k"))
@@ -241,7 +243,7 @@ def test_flood_control_429_is_transient_with_retry_after_and_retried(fake_telegr
     assert deliver_chat(deps, other) == "waiting"
     row = outbox_rows(engine)[0]
     assert row.status == "pending" and 900 <= row.next_attempt_at_ms - row.created_at_ms <= 5000
-    runner.run(asyncio.sleep(1.05))
+    now[0] += 1.05  # Telegram's retry_after has passed
     with write_tx(engine) as conn:
         conn.execute(update(OutboxEntry.__table__).values(next_attempt_at_ms=0))
     assert deliver_chat(deps, other) == "drained"

@@ -4,7 +4,6 @@ cursors (and email's per-chat reply routes)."""
 from __future__ import annotations
 
 import multiprocessing
-import time
 from pathlib import Path
 
 from microclaw.connectors.state import ConnectorState
@@ -26,10 +25,11 @@ def test_values_round_trip_and_survive_a_new_instance(tmp_path: Path) -> None:
 
 
 def test_prune_deletes_only_old_keys_with_the_prefix(tmp_path: Path) -> None:
-    state = ConnectorState(tmp_path / "s.db")
+    now = [1_700_000_000.0]
+    state = ConnectorState(tmp_path / "s.db", clock=lambda: now[0])
     state.put_many({"sent:old": 1, "keep:old": 1})
-    cutoff = int(time.time() * 1000) + 1
-    time.sleep(0.005)
+    cutoff = int(now[0] * 1000) + 1
+    now[0] += 0.005
     state.put("sent:new", 2)
     assert state.prune("sent:", cutoff) == 1
     assert state.get("sent:old") is None and state.get("sent:new") == 2 and state.get("keep:old") == 1
