@@ -22,7 +22,7 @@ Capability card:
   sleeps through a 429 of up to 30 s (``max_ratelimit_timeout_s``); a longer one becomes
   `TransientConnectorError` with ``retry_after``. 403 (missing access) and 404 (unknown
   channel) are `PermanentConnectorError`. ``send_typing`` triggers the typing indicator (~10 s).
-- Settings: ``DISCORD_BOT_TOKEN`` (environment; missing: `ConfigError`, the boot skips the
+- Secrets: ``DISCORD_BOT_TOKEN`` (environment; missing: `ConfigError`, the boot skips the
   connector). Options: ``guild_ready_timeout_s`` (2), ``catch_up_limit``,
   ``catch_up_max_age_s``, ``max_ratelimit_timeout_s``, ``cursor_path``, ``api_base_url`` /
   ``gateway_url`` (a REST or gateway proxy, or a test server; empty: Discord's own).

@@ -6,9 +6,9 @@ Capability card:
   group per thread (``group_by = "thread"``; the root is the first ``References`` entry).
 - Inbound: IMAP IDLE on ``folder``; when the server does not offer IDLE (or ``idle = false``) the
   folder is polled every ``poll_interval_s``. New mail is found by UID after a cursor (one per
-  folder) kept in the connector's own state file ``<data_dir>/email-state.db`` together with the
-  folder's UIDVALIDITY. Mail is read with ``BODY.PEEK`` (flags untouched). ``message_id`` is
-  ``email:<Message-ID header>``; a message without one gets a hash of From/To/Date/Subject.
+  folder) kept in the connector's state file together with the folder's UIDVALIDITY. Mail is
+  read with ``BODY.PEEK`` (flags untouched). ``message_id`` is ``email:<Message-ID header>``; a
+  message without one gets a hash of From/To/Date/Subject.
 - Ack point: the cursor moves past a UID only after ``deliver`` returned for that message (it is
   durable). A crash before that fetches the message again; the store keeps one copy by
   ``message_id``.
@@ -31,8 +31,11 @@ Capability card:
 - Required settings: ``imap_host``, ``imap_user``, ``smtp_host``, ``from_address`` (defaults to
   ``imap_user`` when that is an address); secrets ``EMAIL_IMAP_PASSWORD`` (required) and
   ``EMAIL_SMTP_PASSWORD`` (defaults to the IMAP password when ``smtp_user`` is set).
-- Cannot: send HTML or attachments, watch more than one folder, see mail that server rules file
-  elsewhere, start a conversation in thread mode (a thread must have written first).
+- State: ``<data_dir>/email-state.db`` (`ConnectorState`): ``cursor:<folder>`` (UIDVALIDITY, UID,
+  newest date) and ``chat:<chat id>`` (recipients, subject and parent Message-ID for the reply).
+- Cannot: send HTML or attachments, show "typing…", watch more than one folder, see mail that
+  server rules file elsewhere, start a conversation in thread mode (a thread must have written
+  first).
 """
 
 from __future__ import annotations

@@ -7,6 +7,10 @@ Capability card:
 - Failure injection from settings: ``permanent_chats`` (a list: sends there raise
   `PermanentConnectorError`), ``transient_failures`` (each chat's first N sends raise
   `TransientConnectorError`, counted in the mailbox file so it holds across processes).
+- Ack point: none (nothing inbound). Limits: 4096 characters per send, no rate limit.
+- Settings: none required. Secrets: none. State: none (the mailbox is the fake platform, as
+  for the local channel).
+- Cannot: receive anything; it exists to be sent to.
 """
 
 from __future__ import annotations

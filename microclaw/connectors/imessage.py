@@ -8,10 +8,10 @@ Capability card:
   macOS 26); a group chat is one group. ``message_id`` is ``imsg:<message guid>``.
 - Inbound: ``chat.db`` (``chat_db``, default ``~/Library/Messages/chat.db``) is opened with
   ``mode=ro`` and polled every ``poll_interval_s`` for rows with ``ROWID`` above a cursor kept
-  in the connector's own state file ``<data_dir>/imessage-state.db``. The body is ``text``, or
-  the string decoded from ``attributedBody`` when ``text`` is NULL; attachments become
-  ``[Attachment: name]``. Tapbacks and group events (renames, joins) are skipped. A row whose
-  chat link is not written yet is waited for (``join_grace_s``) before anything after it.
+  in the connector's state file. The body is ``text``, or the string decoded from
+  ``attributedBody`` when ``text`` is NULL; attachments become ``[Attachment: name]``.
+  Tapbacks and group events (renames, joins) are skipped. A row whose chat link is not written
+  yet is waited for (``join_grace_s``) before anything after it.
 - Ack point: the cursor moves past a ROWID only after ``deliver`` returned for it. A crash before
   that reads the row again; the store keeps one copy by ``message_id``.
 - First start: the cursor starts at the newest row (history is not imported); a cursor beyond
@@ -26,9 +26,11 @@ Capability card:
 - Limits: replies split at 16 384 characters; no rate limit of its own (Apple throttles and
   flags bulk senders).
 - Required settings: none (``chat_db``, ``osascript``, ``poll_interval_s``, ``join_grace_s``,
-  ``send_timeout_s`` and ``echo_ttl_s`` have defaults).
+  ``send_timeout_s`` and ``echo_ttl_s`` have defaults). Secrets: none (macOS permissions instead).
+- State: ``<data_dir>/imessage-state.db`` (`ConnectorState`): ``cursor`` (the last delivered
+  ROWID) and ``sent:<hash>`` (texts just sent, to recognise their echo; pruned after ``echo_ttl_s``).
 - Cannot: read contact names (senders are phone numbers or addresses), send attachments,
-  react, see edits or unsends of messages already delivered, start a chat that Messages does
+  react, show "typing…", see edits or unsends of messages already delivered, start a chat that Messages does
   not know.
 """
 

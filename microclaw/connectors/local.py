@@ -8,7 +8,14 @@ Capability card:
 - Ack point: the HTTP response to ``POST /api/chat`` is sent after the message is stored.
 - Outbound: replies go to a SQLite mailbox (``<data_dir>/local-chat.db``) that ``microclaw chat``
   reads through ``GET /api/chat/replies``; sends are idempotent by key.
-- Limits: 64 KiB per message (the envelope limit); no rate limit. Needs no settings.
+- Limits: 64 KiB per message (the envelope limit); no rate limit.
+- Settings: none required (``chat_id``, default ``local:main``, is the chat a message without
+  one goes to). Secrets: none.
+- State: none. The mailbox is the channel itself (what a platform's servers are to the other
+  connectors: it holds the replies users read), not cursor state, so it is a `Mailbox`, not a
+  ``state_file``; the reader keeps its own position (the last reply id it saw).
+- Cannot: reach anyone beyond this machine, or take a message while the host is down (the HTTP
+  surface is the host's; ``submit`` refuses until ``listen`` runs).
 """
 
 from __future__ import annotations

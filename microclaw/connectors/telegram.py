@@ -20,11 +20,13 @@ Capability card:
   chat fail fast until it has passed. Forbidden (blocked, kicked), chat not found and other
   400s are `PermanentConnectorError`; a group upgraded to a supergroup reports its new address.
   ``send_typing`` shows "typing…" (Telegram clears it after ~5 s or at the next message).
-- Settings: ``TELEGRAM_BOT_TOKEN`` (environment; missing: `ConfigError`, the boot skips the
+- Secrets: ``TELEGRAM_BOT_TOKEN`` (environment; missing: `ConfigError`, the boot skips the
   connector). Options: ``poll_timeout_s`` (30), ``request_timeout_s`` (20),
   ``per_chat_interval_s``, ``group_rate_per_min``, ``global_rate_per_s``, ``base_url`` /
   ``base_file_url`` (a self-hosted Bot API server or a test server; ``{token}`` is substituted,
   otherwise the token is appended).
+- State: none on disk. The update offset lives in memory; Telegram keeps unconfirmed updates
+  (for 24 h), so a restarted host asks again from the first one not yet confirmed.
 - Cannot: receive files' contents (only placeholders), thread replies into forum topics, or
   tell whether a send that timed out reached Telegram (so ``idempotent_send`` is False and an
   interrupted reply is marked uncertain, never repeated). Rate limits are per process: several
