@@ -20,7 +20,6 @@ Run: ``.venv/bin/python bench/agent.py [--runs 20 --steps 10]``. Target: orchest
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import shutil
 import statistics
 import sys
@@ -99,7 +98,7 @@ def measure(stack: Stack, provider: Any, model_timer: Any, runs: int, steps: int
     chat = f"bench:{label}"
     register(stack.engine, chat, folder=folder, is_main=True)
     agent = build_agent(
-        dataclasses.replace(AgentSettings(), max_steps=steps + 2, history_token_budget=10_000_000),
+        AgentSettings(max_steps=steps + 2, history_token_budget=10_000_000),
         provider,
         assistant_name="Andy",
         engine=stack.engine,

@@ -1,11 +1,27 @@
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from microclaw.config import load_settings
+from microclaw.config import (
+    DEFAULT_SETTINGS_FILE,
+    AgentSettings,
+    BeatSettings,
+    BrokerSettings,
+    HttpSettings,
+    LoggingSettings,
+    OutboundSettings,
+    RouterSettings,
+    SandboxSettings,
+    Settings,
+    StoreSettings,
+    load_settings,
+    parse_size,
+)
 from microclaw.errors import ConfigError
 
 
@@ -178,6 +194,22 @@ def test_bad_sandbox_values_fail_fast_naming_the_key(
     assert named in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("value", "named"),
+    [
+        ('{ "api.example.com" = "sk-live-abcdef123456" }', "sandbox.egress_credentials.api.example.com"),
+        ('{ "api.example.com" = ["sk-live-abcdef123456"] }', "sandbox.egress_credentials.api.example.com"),
+        ("sk-live-abcdef123456", "sandbox.egress_credentials"),
+    ],
+)
+def test_a_misplaced_credential_is_never_echoed(isolated_env, monkeypatch, value: str, named: str) -> None:
+    monkeypatch.setenv("MICROCLAW_SANDBOX__EGRESS_CREDENTIALS", value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert info.value.key == named
+    assert "sk-live-abcdef123456" not in str(info.value)
+
+
 @pytest.mark.parametrize("literal", ["sk-live-abcdef123456", "Bearer env:TOKEN", "env:lower-case-dash"])
 def test_a_literal_credential_in_settings_is_refused_without_echoing_it(
     isolated_env, monkeypatch, literal: str
@@ -200,3 +232,154 @@ def test_a_deep_data_dir_gets_a_short_run_dir(isolated_env, tmp_path: Path, monk
     assert len(str(run_dir)) <= 80 and not str(run_dir).startswith(str(tmp_path))
     assert run_dir.parent.name == f"microclaw-{os.getuid()}"
     assert load_settings().sandbox.run_dir == run_dir  # stable for one data directory
+
+
+# --- declared once: the models are the settings --------------------------------------------
+
+TABLES = {
+    "store": StoreSettings,
+    "broker": BrokerSettings,
+    "router": RouterSettings,
+    "outbound": OutboundSettings,
+    "beat": BeatSettings,
+    "agent": AgentSettings,
+    "http": HttpSettings,
+    "logging": LoggingSettings,
+    "sandbox": SandboxSettings,
+}
+ENV_ONLY = {"agent": {"api_key"}}
+
+
+def _toml() -> dict:
+    return tomllib.loads(DEFAULT_SETTINGS_FILE.read_text())
+
+
+def test_every_declared_setting_has_its_line_in_settings_toml_and_back() -> None:
+    toml = _toml()
+    top_level = {k for k, v in toml.items() if not isinstance(v, dict)}
+    assert top_level == set(Settings.model_fields) - set(TABLES) - {"connectors"}
+    assert set(toml) - top_level == {*TABLES, "connectors"}
+    for name, model in TABLES.items():
+        assert set(toml[name]) == set(model.model_fields) - ENV_ONLY.get(name, set()), name
+
+
+def test_model_defaults_match_settings_toml() -> None:
+    # Empty values in settings.toml are derived at load time; every other default is written
+    # twice (model and file) and must agree.
+    for name, model in TABLES.items():
+        default = model()
+        for key, value in _toml()[name].items():
+            if value not in ("", None):
+                assert getattr(model(**{key: value}), key) == getattr(default, key), f"{name}.{key}"
+
+
+@pytest.mark.parametrize(
+    ("source", "named"),
+    [
+        ("MICROCLAW_SANDBOX__MEMROY=1g", "sandbox.memroy"),
+        ("MICROCLAW_ASISTANT_NAME=Claw", "asistant_name"),
+        ("MICROCLAW_ROUTER__CONCURENCY=3", "router.concurency"),
+        ("[agent]\nprovder = 'openai'\n", "agent.provder"),
+        ("[outbound]\nmax_attempts = 3\nsecret_token = 'sk-do-not-echo'\n", "outbound.secret_token"),
+    ],
+)
+def test_unknown_settings_are_refused_naming_the_key(
+    isolated_env, tmp_path: Path, monkeypatch, source: str, named: str
+) -> None:
+    if source.startswith("MICROCLAW_"):
+        key, _, value = source.partition("=")
+        monkeypatch.setenv(key, value)
+    else:
+        extra = tmp_path / "site.toml"
+        extra.write_text(source)
+        monkeypatch.setenv("MICROCLAW_SETTINGS_FILE", str(extra))
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert info.value.key == named
+    assert named in str(info.value) and "unknown setting" in str(info.value)
+    assert "sk-do-not-echo" not in str(info.value)
+
+
+def test_connector_tables_stay_free_form(isolated_env, monkeypatch) -> None:
+    monkeypatch.setenv("MICROCLAW_CONNECTORS__LOCAL__SOMETHING_NEW", "7")
+    monkeypatch.setenv("MICROCLAW_CONNECTORS__MATRIX__ENABLED", "false")
+    s = load_settings()
+    assert s.connectors["local"]["something_new"] == 7
+    assert s.connectors["matrix"] == {"enabled": False}
+
+
+def test_an_api_key_in_settings_is_refused_without_echoing_it(isolated_env, monkeypatch) -> None:
+    monkeypatch.setenv("MICROCLAW_AGENT__API_KEY", "sk-live-abcdef123456")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert info.value.key == "agent.api_key"
+    assert "environment" in str(info.value) and "sk-live-abcdef123456" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "named", "expected"),
+    [
+        ("MICROCLAW_OUTBOUND__MAX_ATTEMPTS", "0", "outbound.max_attempts", ">= 1"),
+        ("MICROCLAW_ROUTER__CONCURRENCY", "2.5", "router.concurrency", "integer"),
+        ("MICROCLAW_BEAT__TICK_INTERVAL_S", "fast", "beat.tick_interval_s", "number"),
+        ("MICROCLAW_STORE__BUSY_TIMEOUT_S", "0", "store.busy_timeout_s", ">= 0.1"),
+        ("MICROCLAW_AGENT__SCRIPTED_MODE", "loud", "agent.scripted_mode", "'echo', 'seen' or 'fail'"),
+        ("MICROCLAW_HTTP__PORT", "70000", "http.port", "<= 65535"),
+        ("MICROCLAW_LOGGING__FORMAT", "xml", "logging.format", "'json' or 'text'"),
+        ("MICROCLAW_ROUTER", "5", "router", "table"),
+        ("MICROCLAW_SANDBOX__IMAGE", '""', "sandbox.image", "empty"),
+        ("MICROCLAW_SANDBOX__TMPFS_SIZE", "512k", "sandbox.tmpfs_size", "at least 1m"),
+    ],
+)
+def test_errors_name_the_key_and_say_what_was_expected(
+    isolated_env, monkeypatch, key: str, value: str, named: str, expected: str
+) -> None:
+    monkeypatch.setenv(key, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert info.value.key == named
+    assert str(info.value).startswith(f"{named}: ") and expected in str(info.value)
+
+
+def test_values_are_normalized(isolated_env, monkeypatch) -> None:
+    monkeypatch.setenv("MICROCLAW_LOGGING__LEVEL", "debug")
+    monkeypatch.setenv("MICROCLAW_SANDBOX__BACKEND", " Docker ")
+    monkeypatch.setenv("MICROCLAW_ASSISTANT_NAME", "  Claw ")
+    monkeypatch.setenv("MICROCLAW_SANDBOX__EGRESS_CA_FILE", "~/ca.pem")
+    s = load_settings()
+    assert (s.logging.level, s.sandbox.backend, s.assistant_name, s.trigger) == (
+        "DEBUG",
+        "docker",
+        "Claw",
+        "@Claw",
+    )
+    assert s.sandbox.egress_ca_file == Path("~/ca.pem").expanduser().resolve()
+    assert s.sandbox.egress_https_hosts == () and s.sandbox.egress_ca_file.is_absolute()
+
+
+def test_settings_are_frozen(settings) -> None:
+    with pytest.raises(ValidationError):
+        settings.router.concurrency = 1  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        settings.sandbox.network_allowlists["x"] = ("a.com",)  # type: ignore[index]
+
+
+def test_a_table_built_directly_is_validated_the_same_way() -> None:
+    with pytest.raises(ConfigError) as info:
+        RouterSettings(concurrency=0)
+    assert info.value.key == "router.concurrency"
+    with pytest.raises(ConfigError) as info:
+        SandboxSettings(queue_timeout=5)
+    assert info.value.key == "sandbox.queue_timeout"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [("64m", 64 * 1024**2), ("1g", 1024**3), ("512k", 512 * 1024), (42, 42)]
+)
+def test_parse_size(text, expected) -> None:
+    assert parse_size(text) == expected
+
+
+def test_memory_bytes() -> None:
+    assert SandboxSettings(memory="2g").memory_bytes == 2 * 1024**3
+    assert SandboxSettings().uid_gid == (1000, 1000)

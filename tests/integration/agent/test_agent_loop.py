@@ -44,7 +44,7 @@ class Harness:
         return "anthropic" if isinstance(self.server, FakeAnthropic) else "openai"
 
     def deps(self, **agent_settings: Any) -> RouterDeps:
-        settings = dataclasses.replace(self.settings, **agent_settings)
+        settings = self.settings.model_copy(update=agent_settings)
         if self.wire == "anthropic":
             provider: Any = AnthropicProvider(
                 api_key="k", base_url=self.server.base_url, timeout_s=5, max_retries=0

@@ -92,7 +92,7 @@ class SandboxStack:
         return start_sandbox_worker(self.stack, name, state)
 
     def client(self, **overrides: Any) -> SandboxClient:
-        settings = dataclasses.replace(self.stack.settings.sandbox, **overrides)
+        settings = self.stack.settings.sandbox.model_copy(update=overrides)
         return SandboxClient(self.stack.app, settings)
 
     @property
