@@ -324,39 +324,14 @@ def sandbox_config(settings: Settings, environ: Mapping[str, str] | None = None)
     """The frozen ``SandboxConfig`` for these settings, with credential values from ``environ``."""
     from microclaw.sandbox.base import SandboxConfig
 
-    sb = settings.sandbox
     credentials, missing = sandbox_credentials(settings, environ)
     for variable in missing:
         logger.warning("sandbox credential variable %s is not set; that header is not injected", variable)
-    return SandboxConfig(
-        image=sb.image,
-        memory=sb.memory,
-        cpus=sb.cpus,
-        pids_limit=sb.pids_limit,
-        idle_timeout_s=sb.idle_timeout_s,
-        exec_timeout_s=sb.exec_timeout_s,
-        max_exec_timeout_s=sb.max_exec_timeout_s,
-        max_output_bytes=sb.max_output_bytes,
-        max_file_bytes=sb.max_file_bytes,
+    return SandboxConfig.from_settings(
+        settings.sandbox,
         groups_dir=settings.groups_dir,
-        global_dir=settings.groups_dir / "global",
-        run_dir=sb.run_dir,
         mount_allowlist_path=settings.mount_allowlist_path,
-        network_allowlists=dict(sb.network_allowlists),
-        egress_credentials=credentials,
-        egress_https_hosts=frozenset(sb.egress_https_hosts),
-        egress_ca_file=sb.egress_ca_file,
-        egress_connect_timeout_s=sb.egress_connect_timeout_s,
-        egress_port=sb.egress_port,
-        label_prefix=sb.label_prefix,
-        instance=sb.instance,
-        user=sb.user,
-        tmpfs_size=sb.tmpfs_size,
-        docker_url=sb.docker_url,
-        exec_transport=sb.exec_transport,
-        start_timeout_s=sb.start_timeout_s,
-        api_timeout_s=sb.api_timeout_s,
-        apple_cli=sb.apple_cli,
+        credentials=credentials,
     )
 
 

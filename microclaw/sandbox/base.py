@@ -1,13 +1,14 @@
 """The sandbox backend interface, its configuration and the data it exchanges.
 
-Owns: ``SandboxConfig`` (the frozen settings slice every sandbox part receives),
+Owns: ``SandboxConfig`` (the ``[sandbox]`` settings plus host facts and resolved credentials,
+which every sandbox part receives),
 ``ContainerSpec`` / ``ContainerHandle`` / ``ExecRequest`` / ``ExecResult``, the
 ``BaseSandboxBackend`` contract, and machinery shared by every backend: container-name
 validation, labels, the spec digest that tells a warm container from a stale one.
 
 Does not: talk to any container runtime (siblings ``docker.py`` and ``apple.py`` do), decide
 mounts (``mounts.py``) or egress (``egress.py``), or read settings (the entry point builds a
-``SandboxConfig`` and passes it in).
+``SandboxConfig`` with ``SandboxConfig.from_settings`` and passes it in).
 """
 
 from __future__ import annotations
@@ -16,24 +17,22 @@ import abc
 import hashlib
 import json
 import logging
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Annotated, ClassVar
 
+from pydantic import BeforeValidator, ConfigDict, Field
+
+from microclaw.config import SandboxSettings
 from microclaw.core.groups import is_valid_group_folder
-from microclaw.errors import ConfigError, TransientSandboxError
+from microclaw.errors import TransientSandboxError
 
 if TYPE_CHECKING:
     from microclaw.sandbox import executor
 
 logger = logging.getLogger(__name__)
-
-_INSTANCE_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
-_PREFIX_RE = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
-_MEMORY_RE = re.compile(r"^(\d+)([kmg]?)b?$", re.IGNORECASE)
 
 #: Where the mount allowlist lives unless configured otherwise (outside the project, never mounted).
 DEFAULT_MOUNT_ALLOWLIST_PATH = Path("~/.config/microclaw/mount-allowlist.json")
@@ -58,17 +57,6 @@ def validate_group_name(group: str) -> str:
     if not is_valid_group_folder(group):
         raise ValueError(f"invalid group name {group!r}")
     return group
-
-
-def parse_memory(value: str | int) -> int:
-    """``"512m"`` -> bytes. Accepts ints (bytes) and k/m/g suffixes (powers of 1024)."""
-    if isinstance(value, int):
-        return value
-    match = _MEMORY_RE.fullmatch(value.strip())
-    if not match:
-        raise ConfigError(f"invalid memory size {value!r}", key="sandbox.memory")
-    number, unit = int(match.group(1)), match.group(2).lower()
-    return number * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[unit]
 
 
 class Credentials(Mapping[str, Mapping[str, str]]):
@@ -101,87 +89,60 @@ class Credentials(Mapping[str, Mapping[str, str]]):
     __hash__ = None  # type: ignore[assignment]
 
 
-@dataclass(frozen=True)
-class SandboxConfig:
-    """Everything the sandbox needs, built once by the entry point from settings.
+def _as_credentials(value: object) -> Credentials:
+    if isinstance(value, Credentials):
+        return value
+    if not isinstance(value, Mapping):
+        raise ValueError("expected a table of host -> header -> value")
+    return Credentials(value)
+
+
+class SandboxConfig(SandboxSettings):
+    """Everything the sandbox needs: the ``[sandbox]`` settings plus what the host adds.
+
+    Every `SandboxSettings` field is here unchanged, so a new setting reaches the sandbox
+    without further edits. Added are the host facts ``groups_dir`` (``global_dir`` is its
+    ``global`` folder) and ``mount_allowlist_path`` (None: no extra mounts at all), and
+    ``egress_credentials`` holds the resolved header values the proxy injects (a `Credentials`,
+    whose repr never shows them) in place of the settings' variable names. The sandbox worker's
+    entry point builds it with `from_settings`; tests construct it directly, validated like
+    settings (a bad value raises `ConfigError` naming ``sandbox.<field>``).
 
     ``network_allowlists`` maps a group to its egress destinations (``"host:port"``,
     ``"host"`` = ports 80 and 443, ``"*.example.com:443"``, ``"host:*"``); a group without
-    an entry has network mode ``none`` and no relay. ``egress_credentials`` maps an upstream
-    host to headers the proxy adds (see ``egress.py``); ``egress_https_hosts`` are hosts the
-    proxy reaches over TLS when the container speaks plain HTTP to it.
+    an entry has network mode ``none`` and no relay. ``egress_https_hosts`` are hosts the
+    proxy reaches over TLS when the container speaks plain HTTP to it (see ``egress.py``).
     """
 
-    image: str = "microclaw-sandbox:latest"
-    memory: str = "512m"
-    cpus: float = 1.0
-    pids_limit: int = 256
-    idle_timeout_s: float = 1800.0
-    exec_timeout_s: float = 120.0
-    max_exec_timeout_s: float = 3600.0
-    max_output_bytes: int = 1_000_000
-    max_file_bytes: int = 10 * 1024 * 1024
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
     groups_dir: Path = Path("groups")
-    global_dir: Path | None = None  # default: groups_dir / "global"
-    run_dir: Path = Path("data/sandbox")  # host-side sockets; keep the path short (< 80 chars)
     mount_allowlist_path: Path | None = DEFAULT_MOUNT_ALLOWLIST_PATH
-    network_allowlists: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    egress_credentials: Credentials = field(default_factory=Credentials)
-    egress_https_hosts: frozenset[str] = frozenset()
-    egress_ca_file: Path | None = None
-    egress_connect_timeout_s: float = 10.0
-    egress_port: int = 3128
-    label_prefix: str = "microclaw"
-    instance: str = "default"
-    user: str = "1000:1000"
-    tmpfs_size: str = "64m"
-    docker_url: str = "unix:///var/run/docker.sock"
-    exec_transport: str = "auto"  # "auto" (socket when local), "socket", "docker"
-    start_timeout_s: float = 30.0
-    api_timeout_s: float = 30.0
-    apple_cli: str = "container"
+    egress_credentials: Annotated[Credentials, BeforeValidator(_as_credentials)] = Field(
+        default_factory=Credentials
+    )
 
-    def __post_init__(self) -> None:
-        set_ = object.__setattr__
-        set_(self, "groups_dir", Path(self.groups_dir))
-        set_(self, "run_dir", Path(self.run_dir))
-        if self.global_dir is None:
-            set_(self, "global_dir", self.groups_dir / "global")
-        else:
-            set_(self, "global_dir", Path(self.global_dir))
-        if not isinstance(self.egress_credentials, Credentials):
-            set_(self, "egress_credentials", Credentials(self.egress_credentials))
-        set_(
-            self,
-            "network_allowlists",
-            MappingProxyType({g: tuple(v) for g, v in dict(self.network_allowlists).items()}),
-        )
-        set_(self, "egress_https_hosts", frozenset(h.lower().rstrip(".") for h in self.egress_https_hosts))
-        if not _PREFIX_RE.fullmatch(self.label_prefix):
-            raise ConfigError(f"invalid label prefix {self.label_prefix!r}", key="sandbox.label_prefix")
-        if not _INSTANCE_RE.fullmatch(self.instance):
-            raise ConfigError(f"invalid instance name {self.instance!r}", key="sandbox.instance")
-        if self.exec_transport not in ("auto", "socket", "docker"):
-            raise ConfigError("exec_transport must be auto, socket or docker", key="sandbox.exec_transport")
-        for key in ("cpus", "pids_limit", "exec_timeout_s", "max_output_bytes", "max_file_bytes"):
-            if getattr(self, key) <= 0:
-                raise ConfigError(f"sandbox.{key} must be positive", key=f"sandbox.{key}")
-        parse_memory(self.memory)
-        if ":" not in self.user or self.user.split(":", 1)[0] in ("0", "root"):
-            raise ConfigError("sandbox.user must be a non-root uid:gid", key="sandbox.user")
-        if len(str(self.run_dir.expanduser().absolute())) > 80:
-            raise ConfigError("sandbox.run_dir is too long for Unix socket paths", key="sandbox.run_dir")
+    @classmethod
+    def from_settings(
+        cls,
+        settings: SandboxSettings,
+        *,
+        groups_dir: Path,
+        mount_allowlist_path: Path | None,
+        credentials: Mapping[str, Mapping[str, str]],
+    ) -> SandboxConfig:
+        """``settings`` plus the host facts; ``credentials`` are resolved values (host -> header)."""
+        host = {
+            "groups_dir": groups_dir,
+            "mount_allowlist_path": mount_allowlist_path,
+            "egress_credentials": credentials,
+        }
+        return cls(**{**dict(settings), **host})
 
     @property
-    def memory_bytes(self) -> int:
-        """The memory limit in bytes."""
-        return parse_memory(self.memory)
-
-    @property
-    def uid_gid(self) -> tuple[int, int]:
-        """The numeric container user."""
-        uid, gid = self.user.split(":", 1)
-        return int(uid), int(gid)
+    def global_dir(self) -> Path:
+        """The folder shared by every group (read-only but for the main group)."""
+        return self.groups_dir / "global"
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from microclaw.config import (
     parse_size,
 )
 from microclaw.errors import ConfigError
+from microclaw.runtime.wiring import sandbox_config
 
 
 def test_defaults_resolve_paths_under_data_dir(settings, tmp_path: Path) -> None:
@@ -271,6 +272,45 @@ def test_model_defaults_match_settings_toml() -> None:
         for key, value in _toml()[name].items():
             if value not in ("", None):
                 assert getattr(model(**{key: value}), key) == getattr(default, key), f"{name}.{key}"
+
+
+def test_every_sandbox_setting_reaches_the_sandbox_config(isolated_env, tmp_path: Path, monkeypatch) -> None:
+    """No copying in between: each field, loaded from the environment, arrives in SandboxConfig."""
+    samples: dict[str, object] = {
+        "backend": "docker",
+        "image": "example/sandbox:2",
+        "memory": "1g",
+        "tmpfs_size": "128m",
+        "user": "1001:1002",
+        "network_allowlists": {"alpha": ("pypi.org:443",)},
+        "egress_https_hosts": ("api.example.com",),
+        "egress_ca_file": tmp_path / "ca.pem",
+        "docker_url": "tcp://127.0.0.1:2375",
+        "exec_transport": "docker",
+        "run_dir": tmp_path / "run",
+        "instance": "second",
+        "label_prefix": "mc",
+        "apple_cli": "/opt/container",
+        "result_url": "redis://127.0.0.1:6379/1",
+    }
+    for name, field in SandboxSettings.model_fields.items():
+        if type(field.default) in (int, float):  # any number setting, including ones added later
+            samples[name] = field.default + 1
+    for name, value in samples.items():
+        if isinstance(value, dict):
+            text = "{ " + ", ".join(f"{k} = {list(v)!r}" for k, v in value.items()) + " }"
+        elif isinstance(value, tuple):
+            text = repr(list(value))
+        else:
+            text = str(value)
+        monkeypatch.setenv(f"MICROCLAW_SANDBOX__{name.upper()}", text)
+    settings = load_settings()
+    config = sandbox_config(settings, {})
+    for name, value in samples.items():
+        got = getattr(config, name)
+        assert (dict(got) if name == "network_allowlists" else got) == value, name
+        assert got != getattr(SandboxSettings(), name), name
+    assert isinstance(config, SandboxSettings)
 
 
 @pytest.mark.parametrize(

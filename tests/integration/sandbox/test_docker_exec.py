@@ -46,10 +46,10 @@ def test_timeout_kills_the_whole_process_group(make_sandbox) -> None:
 
 
 def test_output_is_capped_and_truncation_reported(make_sandbox) -> None:
-    sb = make_sandbox(max_output_bytes=1000)
+    sb = make_sandbox(max_output_bytes=1024)
     result = sb.service.exec("alpha", ["sh", "-c", "yes | head -c 50000; echo tail >&2"])
     assert result.exit_code == 0
-    assert len(result.stdout) == 1000 and result.stdout_bytes == 50000
+    assert len(result.stdout) == 1024 and result.stdout_bytes == 50000
     assert result.truncated
     assert result.stderr == b"tail\n"
     assert sb.audited("sandbox.exec")[-1]["truncated"] is True

@@ -45,7 +45,7 @@ def test_sandbox_config_reads_credential_values_from_the_environment(egress_sett
     )
     assert "t0ken-value" not in repr(config)
     assert dict(config.network_allowlists) == {"alpha": ("api.example.com:443",)}
-    assert config.egress_https_hosts == frozenset({"api.example.com"})
+    assert config.egress_https_hosts == ("api.example.com",)
     assert config.groups_dir == egress_settings.groups_dir
     assert config.global_dir == egress_settings.groups_dir / "global"
     assert config.run_dir == egress_settings.sandbox.run_dir

@@ -16,7 +16,6 @@ from microclaw.sandbox.base import (
     Credentials,
     Mount,
     SandboxConfig,
-    parse_memory,
     validate_group_name,
 )
 
@@ -50,6 +49,7 @@ def test_credentials_never_show_in_repr() -> None:
         ({"user": "0:0"}, "sandbox.user"),
         ({"user": "root:root"}, "sandbox.user"),
         ({"user": "1000"}, "sandbox.user"),
+        ({"memroy": "1g"}, "sandbox.memroy"),  # a typo is refused, not ignored
         ({"run_dir": Path("/" + "x" * 100)}, "sandbox.run_dir"),
     ],
 )
@@ -57,13 +57,6 @@ def test_invalid_settings_name_their_key(overrides: dict, key: str) -> None:
     with pytest.raises(ConfigError) as info:
         SandboxConfig(**overrides)
     assert info.value.key == key
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"), [("64m", 64 * 1024**2), ("1g", 1024**3), ("512k", 512 * 1024), (42, 42)]
-)
-def test_parse_memory(text, expected) -> None:
-    assert parse_memory(text) == expected
 
 
 @pytest.mark.parametrize("group", ["main", "telegram_dev-team", "A", "a" * 64])
