@@ -158,10 +158,12 @@ def message_to_envelope(
     ref = message.reference
     if ref is not None and ref.message_id is not None:
         reply["reply_to_message_id"] = f"dc:{ref.channel_id or channel_id}:{ref.message_id}"
-        resolved = ref.resolved
-        if resolved is not None and hasattr(resolved, "content"):
-            reply["reply_to_message_content"] = resolved.content
-            reply["reply_to_sender_name"] = resolved.author.display_name
+        # A deleted original resolves to a DeletedReferencedMessage: no content, no author.
+        quoted = getattr(ref.resolved, "content", None)
+        author = getattr(ref.resolved, "author", None)
+        if quoted is not None and author is not None:
+            reply["reply_to_message_content"] = quoted
+            reply["reply_to_sender_name"] = author.display_name
     chat_name, is_group = _chat_facts(message, sender_name)
     return make_envelope(
         source=DiscordConnector.name,
@@ -214,9 +216,9 @@ class ChannelCursors:
 
 def _gateway_client(queue: asyncio.Queue[Any], *, guild_ready_timeout_s: float, max_rl: float) -> Any:
     """A discord.py client that only queues what it receives (handled in order by the connector)."""
-    discord = _sdk()
+    sdk = _sdk()
 
-    class _Gateway(discord.Client):
+    class _Gateway(sdk.Client):  # type: ignore[name-defined]  # the SDK is imported on first use
         async def on_connect(self) -> None:
             queue.put_nowait(_CONNECTED)
 
@@ -226,16 +228,16 @@ def _gateway_client(queue: asyncio.Queue[Any], *, guild_ready_timeout_s: float, 
         async def on_resumed(self) -> None:
             queue.put_nowait(_CATCH_UP)
 
-        async def on_message(self, message: discord.Message) -> None:
+        async def on_message(self, message: Any) -> None:
             queue.put_nowait(message)
 
-    intents = discord.Intents.none()
+    intents = sdk.Intents.none()
     intents.guilds = intents.guild_messages = intents.dm_messages = intents.message_content = True
     return _Gateway(
         intents=intents,
         max_messages=None,
         chunk_guilds_at_startup=False,
-        member_cache_flags=discord.MemberCacheFlags.none(),
+        member_cache_flags=sdk.MemberCacheFlags.none(),
         guild_ready_timeout=guild_ready_timeout_s,
         max_ratelimit_timeout=max_rl,
     )

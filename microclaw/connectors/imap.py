@@ -32,14 +32,24 @@ class FetchedMail:
 class ImapOptions(Protocol):
     """What a session reads of the email connector's settings (`email.EmailOptions`)."""
 
-    imap_host: str
-    imap_port: int
-    imap_tls: bool
-    imap_starttls: bool
-    imap_user: str
-    imap_password: str
-    folder: str
-    timeout_s: float
+    @property
+    def imap_host(self) -> str: ...
+    @property
+    def imap_port(self) -> int: ...
+    @property
+    def imap_tls(self) -> bool: ...
+    @property
+    def imap_starttls(self) -> bool: ...
+    @property
+    def imap_user(self) -> str: ...
+    @property
+    def imap_password(self) -> str: ...
+    @property
+    def folder(self) -> str: ...
+    @property
+    def timeout_s(self) -> float: ...
+    @property
+    def max_fetch_bytes(self) -> int: ...
 
 
 class ImapSession:

@@ -120,7 +120,9 @@ def _part_text(part: EmailMessage) -> str:
             return content
     except (LookupError, UnicodeError, AssertionError, KeyError):
         pass
-    payload = part.get_payload(decode=True) or b""
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        payload = b""
     charset = part.get_content_charset() or "utf-8"
     try:
         return payload.decode(charset, errors="replace")

@@ -148,7 +148,8 @@ def parse_containers(raw: bytes) -> list[dict[str, Any]]:
     for item in items if isinstance(items, list) else []:
         if not isinstance(item, dict):
             continue
-        conf = item.get("configuration") if isinstance(item.get("configuration"), dict) else {}
+        raw_conf = item.get("configuration")
+        conf = raw_conf if isinstance(raw_conf, dict) else {}
         name = conf.get("id") or item.get("id") or item.get("name")
         labels = conf.get("labels") or item.get("labels") or {}
         if isinstance(name, str):

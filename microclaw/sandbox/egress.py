@@ -40,7 +40,7 @@ import logging
 import os
 import ssl
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,7 +125,7 @@ class EgressPolicy:
         self,
         allowlists: Mapping[str, tuple[str, ...]],
         credentials: Mapping[str, Mapping[str, str]] | None = None,
-        https_hosts: frozenset[str] | set[str] = frozenset(),
+        https_hosts: Iterable[str] = (),
     ) -> None:
         self._allow = {group: parse_destinations(tuple(entries)) for group, entries in allowlists.items()}
         self._credentials = credentials or {}

@@ -282,6 +282,7 @@ def run_request(req: Request) -> Response:
     if req.stdin:
         threading.Thread(target=_feed_stdin, args=(proc.stdin, req.stdin), daemon=True).start()
     cap = max(0, req.max_output)
+    assert proc.stdout is not None and proc.stderr is not None  # both are PIPEs
     out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
     bufs = {out_fd: bytearray(), err_fd: bytearray()}
     totals = dict.fromkeys(bufs, 0)
@@ -315,8 +316,8 @@ def run_request(req: Request) -> Response:
             if room > 0:
                 bufs[key.fd] += chunk[:room]
     sel.close()
-    for stream in (proc.stdout, proc.stderr):
-        stream.close()
+    proc.stdout.close()
+    proc.stderr.close()
     # Both pipes can close while the process lives on (it closed them itself): the deadline
     # still holds.
     try:
