@@ -7,14 +7,25 @@ the same ``BEGIN IMMEDIATE`` transaction, which both proves the token is still c
 extends the expiry. A holder that stalls past its expiry and is replaced finds its token stale
 and raises `LeaseLost` before writing anything.
 
-All functions take an open write transaction; none commits. No policy lives here.
+All functions take an open write transaction; none commits. `LeaseKeeper` is the one piece that
+opens its own: the thread that renews a lease while its holder works outside any transaction.
+No policy lives here.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, text
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from sqlalchemy import Connection, Engine, text
 
 from microclaw.errors import LeaseLost
+from microclaw.store.db import now_ms as _now_ms
+from microclaw.store.db import write_tx
+
+logger = logging.getLogger(__name__)
 
 # Prebuilt statements: this module runs several times per message, and building SQLAlchemy
 # Core expressions per call cost ~4x more than executing these.
@@ -66,3 +77,51 @@ def release(conn: Connection, name: str, token: int) -> bool:
 def is_live(conn: Connection, name: str, *, now_ms: int) -> bool:
     """Whether someone holds an unexpired lease on ``name``."""
     return conn.execute(_LIVE, {"name": name, "now": now_ms}).first() is not None
+
+
+# Seconds between typing-indicator refreshes while a message run works.
+PULSE_S = 4.0
+
+
+class LeaseKeeper:
+    """While an agent runs: renews its lease every ``ttl/3`` and, if given, calls ``pulse``
+    every `PULSE_S` (the typing indicator, which platforms drop after ~5 s)."""
+
+    def __init__(
+        self, engine: Engine, name: str, token: int, ttl_ms: int, pulse: Callable[[], object] | None = None
+    ) -> None:
+        self._engine, self._name, self._token, self._ttl = engine, name, token, ttl_ms
+        self._pulse = pulse
+        self._stop = threading.Event()
+        self.lost = False
+        self._thread = threading.Thread(target=self._run, name=f"lease-{name}", daemon=True)
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        renew_every = self._ttl / 3000
+        wake_every = min(renew_every, PULSE_S) if self._pulse is not None else renew_every
+        last_renewal = time.monotonic()
+        while not self._stop.wait(wake_every):
+            if self._pulse is not None:
+                try:
+                    self._pulse()
+                except Exception:
+                    logger.debug("pulse failed", extra={"lease": self._name}, exc_info=True)
+            if time.monotonic() - last_renewal < renew_every:
+                continue
+            try:
+                with write_tx(self._engine) as conn:
+                    fence(conn, self._name, self._token, ttl_ms=self._ttl, now_ms=_now_ms())
+                last_renewal = time.monotonic()
+            except LeaseLost:
+                self.lost = True
+                return
+            except Exception:
+                logger.warning("lease renewal failed; will retry", extra={"lease": self._name}, exc_info=True)

@@ -19,7 +19,6 @@ Does not talk to Celery or platforms: publishing is a callback, the agent is a c
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -106,53 +105,7 @@ class _TaskWork:
 
 
 DrainOutcome = Literal["busy", "drained", "lost"]
-# Seconds between typing-indicator refreshes while a message run works.
-PULSE_S = 4.0
 Work = _TaskWork | _MessageWork
-
-
-class _LeaseKeeper:
-    """While an agent runs: renews its lease every ``ttl/3`` and, if given, calls ``pulse``
-    every `PULSE_S` (the typing indicator, which platforms drop after ~5 s)."""
-
-    def __init__(
-        self, engine: Engine, name: str, token: int, ttl_ms: int, pulse: Callable[[], object] | None = None
-    ) -> None:
-        self._engine, self._name, self._token, self._ttl = engine, name, token, ttl_ms
-        self._pulse = pulse
-        self._stop = threading.Event()
-        self.lost = False
-        self._thread = threading.Thread(target=self._run, name=f"lease-{name}", daemon=True)
-
-    def __enter__(self) -> _LeaseKeeper:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        renew_every = self._ttl / 3000
-        wake_every = min(renew_every, PULSE_S) if self._pulse is not None else renew_every
-        last_renewal = time.monotonic()
-        while not self._stop.wait(wake_every):
-            if self._pulse is not None:
-                try:
-                    self._pulse()
-                except Exception:
-                    logger.debug("pulse failed", extra={"lease": self._name}, exc_info=True)
-            if time.monotonic() - last_renewal < renew_every:
-                continue
-            try:
-                with write_tx(self._engine) as conn:
-                    leases.fence(conn, self._name, self._token, ttl_ms=self._ttl, now_ms=now_ms())
-                last_renewal = time.monotonic()
-            except LeaseLost:
-                self.lost = True
-                return
-            except Exception:
-                logger.warning("lease renewal failed; will retry", extra={"lease": self._name}, exc_info=True)
 
 
 def _retry_due(state: GroupStateRow, now: int) -> bool:
@@ -341,7 +294,7 @@ def _call_agent(
 
     typing = deps.publish_typing
     pulse = (lambda: typing(chat_jid)) if typing is not None and not request.is_scheduled_task else None
-    with _LeaseKeeper(deps.engine, name, token, ttl, pulse) as keeper:
+    with leases.LeaseKeeper(deps.engine, name, token, ttl, pulse) as keeper:
 
         def check_lease() -> list[str]:  # between agent steps
             if keeper.lost:

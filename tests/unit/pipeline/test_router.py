@@ -283,9 +283,7 @@ def test_typing_is_shown_for_message_runs_only_and_never_blocks(engine, tmp_path
 def test_typing_is_refreshed_while_a_long_run_works(engine, tmp_path, monkeypatch) -> None:
     import threading
 
-    from microclaw.pipeline import router as router_module
-
-    monkeypatch.setattr(router_module, "PULSE_S", 0.02)
+    monkeypatch.setattr(leases, "PULSE_S", 0.02)
     register(engine, "fake:g", requires_trigger=False, folder="fake_g")
     ingest(engine, envelope("fake:g", "think hard"))
     typing: list[str] = []
