@@ -36,29 +36,19 @@ from microclaw.errors import LeaseLost
 from microclaw.pipeline import leases
 from microclaw.scheduler.schedule import next_run, truncate_result
 from microclaw.scheduler.tick import iso, parse_iso
-from microclaw.store import audit, groups, messages, outbox
+from microclaw.store import audit, groups, messages, outbox, runs
 from microclaw.store.db import now_ms, read_tx, write_tx
 from microclaw.store.groups import Group, GroupStateRow
 from microclaw.store.messages import StoredMessage
-from microclaw.store.models import Run, ScheduledTask, TaskQueueEntry, TaskRunLog
+from microclaw.store.models import ScheduledTask, TaskQueueEntry, TaskRunLog
 
 logger = logging.getLogger(__name__)
 
-_RUNS = Run.__table__
 _TQ = TaskQueueEntry.__table__
 _TASKS = ScheduledTask.__table__
 _LOGS = TaskRunLog.__table__
 
 _PENDING_TASK = text("SELECT 1 FROM task_queue WHERE chat_jid = :chat AND status = 'pending' LIMIT 1")
-_START_RUN = text(
-    "INSERT INTO runs (chat_jid, kind, task_run_id, lease_token, prev_cursor_seq, prev_seen_seq, to_seq,"
-    " message_count, status, started_at_ms, started_at, worker) VALUES (:chat_jid, :kind, :task_run_id,"
-    " :lease_token, :prev_cursor_seq, :prev_seen_seq, :to_seq, :message_count, 'running', :started_at_ms,"
-    " :started_at, :worker) RETURNING id"
-)
-_FINISH_RUN = text(
-    "UPDATE runs SET status = :status, finished_at = :finished_at, error = :error WHERE id = :id"
-)
 
 # The agent gets the request and an ``on_step`` callback to call before each model step; the
 # callback checks the lease and returns follow-up prompt blocks that join the run.
@@ -186,21 +176,6 @@ def _choose(conn: Connection, deps: RouterDeps, chat_jid: str, token: int) -> Wo
 # --- choosing work -------------------------------------------------------------------------
 
 
-def _start_run(conn: Connection, chat_jid: str, kind: str, token: int, worker: str, **values: Any) -> int:
-    now = time.time()
-    params = {"task_run_id": None, "prev_cursor_seq": 0, "prev_seen_seq": 0, "to_seq": 0, "message_count": 0}
-    params.update(values)
-    params.update(
-        chat_jid=chat_jid,
-        kind=kind,
-        lease_token=token,
-        started_at_ms=int(now * 1000),
-        started_at=now,
-        worker=worker,
-    )
-    return int(conn.execute(_START_RUN, params).scalar_one())
-
-
 def _next_task(conn: Connection, deps: RouterDeps, chat_jid: str, token: int) -> _TaskWork | None:
     entry = conn.execute(
         select(_TQ).where(_TQ.c.chat_jid == chat_jid, _TQ.c.status == "pending").order_by(_TQ.c.id).limit(1)
@@ -209,7 +184,7 @@ def _next_task(conn: Connection, deps: RouterDeps, chat_jid: str, token: int) ->
         return None
     conn.execute(update(_TQ).where(_TQ.c.id == entry.id).values(status="running"))
     task = conn.execute(select(_TASKS).where(_TASKS.c.id == entry.task_id)).first()
-    run_id = _start_run(conn, chat_jid, "task", token, deps.worker, task_run_id=entry.id)
+    run_id = runs.start(conn, chat_jid, "task", lease_token=token, worker=deps.worker, task_run_id=entry.id)
     if task is None:
         return _TaskWork(run_id, entry.id, None, None, "task no longer exists")
     try:
@@ -262,12 +237,12 @@ def _next_messages(conn: Connection, deps: RouterDeps, chat_jid: str, token: int
             dropped=total - len(batch),
             limit=cfg.max_messages_per_prompt,
         )
-    run_id = _start_run(
+    run_id = runs.start(
         conn,
         chat_jid,
         "messages",
-        token,
-        deps.worker,
+        lease_token=token,
+        worker=deps.worker,
         prev_cursor_seq=state.cursor_seq,
         prev_seen_seq=state.seen_seq,
         to_seq=batch[-1].seq,
@@ -316,13 +291,6 @@ def _call_agent(
     return text, error
 
 
-_RUN_TO_SEQ = text("SELECT to_seq FROM runs WHERE id = :id")
-_EXTEND_RUN = text(
-    "UPDATE runs SET to_seq = :to_seq, message_count = message_count + :n"
-    " WHERE id = :id AND status = 'running'"
-)
-
-
 def _join_follow_ups(deps: RouterDeps, chat_jid: str, token: int, run_id: int) -> list[str]:
     """Claim messages newer than the run's ``to_seq`` for the running agent (NanoClaw's piping).
 
@@ -333,12 +301,13 @@ def _join_follow_ups(deps: RouterDeps, chat_jid: str, token: int, run_id: int) -
     """
     cfg = deps.config
     with read_tx(deps.engine) as conn:  # the common case (nothing new) costs no write
-        to_seq = conn.execute(_RUN_TO_SEQ, {"id": run_id}).scalar_one_or_none()
+        to_seq = runs.to_seq(conn, run_id)
         if to_seq is None or messages.max_seq(conn, chat_jid) <= to_seq:
             return []
     with write_tx(deps.engine) as conn:
         leases.fence(conn, leases.group_lease(chat_jid), token, ttl_ms=cfg.lease_ttl_ms, now_ms=now_ms())
-        to_seq = conn.execute(_RUN_TO_SEQ, {"id": run_id}).scalar_one()
+        to_seq = runs.to_seq(conn, run_id)
+        assert to_seq is not None  # the run was there a moment ago, and runs are never deleted
         group = groups.get_group(conn, chat_jid)
         if group is None:
             return []
@@ -353,7 +322,7 @@ def _join_follow_ups(deps: RouterDeps, chat_jid: str, token: int, run_id: int) -
         if not batch:
             return []
         last = batch[-1].seq
-        conn.execute(_EXTEND_RUN, {"id": run_id, "to_seq": last, "n": len(batch)})
+        runs.extend(conn, run_id, to_seq=last, added=len(batch))
         state = groups.get_state(conn, chat_jid)
         groups.set_state(conn, chat_jid, cursor_seq=last, seen_seq=max(state.seen_seq, last))
         audit.record(
@@ -384,7 +353,7 @@ def _run_messages(deps: RouterDeps, chat_jid: str, token: int, work: _MessageWor
         )
         if error is None:
             queued = _add_reply(conn, chat_jid, work.run_id, reply)
-            _finish_run(conn, work.run_id, "done")
+            runs.finish(conn, work.run_id, "done")
             groups.set_state(conn, chat_jid, retry_count=0, retry_at_ms=None)
         else:
             _fail_message_run(conn, deps, chat_jid, work.run_id, error)
@@ -433,14 +402,10 @@ def _add_reply(conn: Connection, chat_jid: str, run_id: int, text: str | None) -
     return outbox.add(conn, key=f"run:{run_id}:reply", chat_jid=chat_jid, text=cleaned, run_id=run_id)
 
 
-def _finish_run(conn: Connection, run_id: int, status: str, error: str | None = None) -> None:
-    conn.execute(_FINISH_RUN, {"id": run_id, "status": status, "finished_at": time.time(), "error": error})
-
-
 def _finish_task(
     conn: Connection, work: _TaskWork, text: str | None, error: str | None, duration_ms: int, timezone: str
 ) -> None:
-    _finish_run(conn, work.run_id, "failed" if error else "done", error)
+    runs.finish(conn, work.run_id, "failed" if error else "done", error)
     conn.execute(update(_TQ).where(_TQ.c.id == work.entry_id).values(status="done", finished_at_ms=now_ms()))
     if work.task is None:
         return
@@ -480,8 +445,9 @@ def _finish_task(
 
 def _fail_message_run(conn: Connection, deps: RouterDeps, chat_jid: str, run_id: int, error: str) -> None:
     """NanoClaw's rule: roll the cursor back only if nothing reached the user, then back off."""
-    run = conn.execute(select(_RUNS).where(_RUNS.c.id == run_id)).one()
-    _finish_run(conn, run_id, "failed", error)
+    run = runs.get(conn, run_id)
+    assert run is not None  # started in an earlier transaction of this lease; runs are never deleted
+    runs.finish(conn, run_id, "failed", error)
     if outbox.count_for_run(conn, run_id):
         groups.set_state(conn, chat_jid, retry_count=0, retry_at_ms=None)
         return
@@ -507,9 +473,7 @@ def _fail_message_run(conn: Connection, deps: RouterDeps, chat_jid: str, run_id:
 
 def _recover_abandoned(conn: Connection, deps: RouterDeps, chat_jid: str) -> None:
     """Settle runs a crashed holder left 'running' (we just took the lease, so none is live)."""
-    for run in conn.execute(
-        select(_RUNS).where(_RUNS.c.chat_jid == chat_jid, _RUNS.c.status == "running")
-    ).all():
+    for run in runs.running(conn, chat_jid):
         logger.warning("recovering run %s abandoned by %s", run.id, run.worker, extra={"chat_jid": chat_jid})
         if run.kind == "task":
             entry = conn.execute(select(_TQ).where(_TQ.c.id == run.task_run_id)).first()
@@ -518,10 +482,10 @@ def _recover_abandoned(conn: Connection, deps: RouterDeps, chat_jid: str) -> Non
             _finish_task(
                 conn, work, None, "interrupted: the worker stopped during the run", 0, deps.config.timezone
             )
-            _finish_run(conn, run.id, "abandoned", "worker stopped")
+            runs.finish(conn, run.id, "abandoned", "worker stopped")
         else:
             _fail_message_run(conn, deps, chat_jid, run.id, "worker stopped during the run")
-            _finish_run(conn, run.id, "abandoned", "worker stopped")
+            runs.finish(conn, run.id, "abandoned", "worker stopped")
 
 
 def _publish(deps: RouterDeps, chat_jid: str) -> None:

@@ -9,7 +9,7 @@ heartbeats and component readiness. Times that MicroClaw owns are integer millis
 the epoch (`*_ms`).
 
 Alembic migrations under `alembic/versions/` create exactly these tables; a test compares them.
-This module holds no queries.
+This module holds no queries; `table_of` hands repositories a typed `Table` for building them.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     UniqueConstraint,
 )
@@ -323,3 +324,12 @@ class AgentUsage(Base):
     created_at_ms: Mapped[int] = mapped_column(Integer, nullable=False)
 
     __table_args__ = (Index("ix_agent_usage_group_folder_day", "group_folder", "day"),)
+
+
+def table_of(model: type[Base]) -> Table:
+    """The model's `Table`, typed as one.
+
+    ``Model.__table__`` is typed as a ``FromClause``, which ``insert``/``update``/``delete``
+    reject under a type checker; the metadata's entry is the same object, typed ``Table``.
+    """
+    return Base.metadata.tables[model.__tablename__]
