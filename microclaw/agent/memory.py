@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from microclaw.agent.providers.base import BaseProvider, ChatTurn, Usage
 from microclaw.core.groups import resolve_group_folder_path
-from microclaw.store import audit, sessions, usage
+from microclaw.store import audit, runs, sessions, usage
 from microclaw.store.db import read_tx, write_tx
 
 logger = logging.getLogger(__name__)
@@ -40,10 +40,6 @@ _SUMMARIZE = (
     "You compress chat transcripts. Summarize the conversation below so an assistant can continue "
     "it: keep names, decisions, facts, open requests, promised follow-ups, files and tasks created. "
     "Be concise; write plain text."
-)
-_CONTEXT_MODE = text(
-    "SELECT st.context_mode FROM runs r JOIN task_queue q ON q.id = r.task_run_id"
-    " JOIN scheduled_tasks st ON st.id = q.task_id WHERE r.id = :id"
 )
 
 
@@ -135,7 +131,7 @@ class AgentMemory:
         """The session a run continues: the group's, or a fresh unsaved one for isolated tasks."""
         with read_tx(self.engine) as conn:
             if is_scheduled_task:
-                mode = conn.execute(_CONTEXT_MODE, {"id": run_id}).scalar_one_or_none() if run_id else None
+                mode = runs.task_context_mode(conn, run_id) if run_id else None
                 if mode != "group":
                     return Session(None, [])
             session_id = sessions.get_session_id(conn, folder)

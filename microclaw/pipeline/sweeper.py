@@ -17,13 +17,12 @@ from sqlalchemy import Engine, select
 
 from microclaw.pipeline import leases
 from microclaw.pipeline.router import has_pending
-from microclaw.store import groups, outbox
+from microclaw.store import groups, outbox, runs
 from microclaw.store.db import now_ms, write_tx
-from microclaw.store.models import GroupState, Message, Run, TaskQueueEntry
+from microclaw.store.models import GroupState, Message, TaskQueueEntry
 
 _S = GroupState.__table__
 _M = Message.__table__
-_RUNS = Run.__table__
 _TQ = TaskQueueEntry.__table__
 
 
@@ -41,16 +40,12 @@ def sweep(engine: Engine, *, stale_after_ms: int) -> SweepResult:
     with write_tx(engine) as conn:
         candidates = {r[0] for r in conn.execute(select(_S.c.chat_jid))}
         candidates |= {r[0] for r in conn.execute(select(_TQ.c.chat_jid).where(_TQ.c.status != "done"))}
-        candidates |= {
-            r[0] for r in conn.execute(select(_RUNS.c.chat_jid).where(_RUNS.c.status == "running"))
-        }
+        candidates |= runs.chats_with_running(conn)
         for chat in sorted(candidates):
             if leases.is_live(conn, leases.group_lease(chat), now_ms=now):
                 continue
             state = groups.get_state(conn, chat)
-            stranded = conn.execute(
-                select(_RUNS.c.id).where(_RUNS.c.chat_jid == chat, _RUNS.c.status == "running").limit(1)
-            ).first()
+            stranded = runs.has_running(conn, chat)
             if not (stranded or has_pending(conn, chat, state, now)):
                 continue
             if state.kick_requested_ms is not None and now - state.kick_requested_ms < stale_after_ms:

@@ -15,18 +15,17 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, select
 
 from microclaw.broker.transport import queue_depths
 from microclaw.config import Settings
 from microclaw.runtime.queues import QUEUES
-from microclaw.store import outbox
+from microclaw.store import outbox, runs
 from microclaw.store.db import now_ms, read_tx
 from microclaw.store.models import (
     ComponentStatus,
     ConnectorStatus,
     Lease,
-    Run,
     ScheduledTask,
     WorkerHeartbeat,
 )
@@ -69,10 +68,9 @@ def collect_status(
 ) -> dict[str, Any]:
     """A JSON-serialisable status snapshot."""
     now = now_ms()
-    cs, lt, rt, tt, ht = (
+    cs, lt, tt, ht = (
         ConnectorStatus.__table__,
         Lease.__table__,
-        Run.__table__,
         ScheduledTask.__table__,
         WorkerHeartbeat.__table__,
     )
@@ -91,9 +89,7 @@ def collect_status(
             {"name": r.name, "holder": r.holder, "token": r.token, "expires_in_ms": r.expires_at_ms - now}
             for r in conn.execute(select(lt).where(lt.c.holder.is_not(None), lt.c.expires_at_ms > now))
         ]
-        running = int(
-            conn.execute(select(func.count()).select_from(rt).where(rt.c.status == "running")).scalar_one()
-        )
+        running = runs.count_running(conn)
         next_runs = [
             {
                 "id": r.id,

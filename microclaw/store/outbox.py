@@ -26,6 +26,7 @@ _ADD = text(
     " ON CONFLICT (idempotency_key) DO NOTHING"
 )
 _COUNT_FOR_RUN = text("SELECT COUNT(*) FROM outbox WHERE run_id = :run_id")
+_COUNT_KEYED = text("SELECT COUNT(*) FROM outbox WHERE run_id = :run_id AND idempotency_key LIKE :pattern")
 _HEAD = text(
     "SELECT id, idempotency_key, chat_jid, text, status, attempts, next_attempt_at_ms FROM outbox"
     " WHERE chat_jid = :chat AND status IN ('pending', 'sending') ORDER BY id LIMIT 1"
@@ -52,6 +53,11 @@ def add(conn: Connection, *, key: str, chat_jid: str, text: str, run_id: int | N
 def count_for_run(conn: Connection, run_id: int) -> int:
     """How many replies a run has queued (any status): >0 means output reached the user's queue."""
     return int(conn.execute(_COUNT_FOR_RUN, {"run_id": run_id}).scalar_one())
+
+
+def count_keyed(conn: Connection, run_id: int, key_prefix: str) -> int:
+    """How many of the run's rows have a key starting with ``key_prefix`` (a LIKE pattern prefix)."""
+    return int(conn.execute(_COUNT_KEYED, {"run_id": run_id, "pattern": key_prefix + "%"}).scalar_one())
 
 
 def head(conn: Connection, chat_jid: str) -> OutboxRow | None:

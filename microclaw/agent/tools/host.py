@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine
 
 from microclaw.agent.tools.base import BaseTool, ToolContext, ToolError
 from microclaw.core.groups import is_valid_group_folder, resolve_group_folder_path
@@ -43,13 +43,11 @@ from microclaw.errors import PolicyDenied
 from microclaw.pipeline import leases
 from microclaw.scheduler.schedule import first_run
 from microclaw.scheduler.tick import iso
-from microclaw.store import audit, groups, messages, outbox, tasks
+from microclaw.store import audit, groups, messages, outbox, runs, tasks
 from microclaw.store.db import now_ms, read_tx, write_tx
 
 logger = logging.getLogger(__name__)
 
-_RUN_LEASE = text("SELECT chat_jid, lease_token FROM runs WHERE id = :id")
-_MSG_COUNT = text("SELECT COUNT(*) FROM outbox WHERE run_id = :id AND idempotency_key LIKE :prefix")
 _B36 = string.digits + string.ascii_lowercase
 
 
@@ -78,15 +76,10 @@ class HostEnv:
         """Prove the run still holds its group's lease (first thing in every write)."""
         if ctx.run_id is None:
             return
-        row = conn.execute(_RUN_LEASE, {"id": ctx.run_id}).first()
-        if row is not None:
-            leases.fence(
-                conn,
-                leases.group_lease(row.chat_jid),
-                row.lease_token,
-                ttl_ms=self.lease_ttl_ms,
-                now_ms=now_ms(),
-            )
+        held = runs.lease_of(conn, ctx.run_id)
+        if held is not None:
+            chat_jid, token = held
+            leases.fence(conn, leases.group_lease(chat_jid), token, ttl_ms=self.lease_ttl_ms, now_ms=now_ms())
 
     def publish(self, chat_jid: str) -> None:
         if self.publish_deliver is None:
@@ -136,7 +129,7 @@ class SendMessageTool(_HostTool):
             self.env.fence(conn, ctx)
             if ctx.run_id is not None:
                 prefix = f"run:{ctx.run_id}:msg:"
-                n = int(conn.execute(_MSG_COUNT, {"id": ctx.run_id, "prefix": prefix + "%"}).scalar_one()) + 1
+                n = outbox.count_keyed(conn, ctx.run_id, prefix) + 1
                 key = f"{prefix}{n}"
             else:
                 key = f"agent:{uuid.uuid4().hex}:msg"
