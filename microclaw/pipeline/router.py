@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Engine, insert, select, text, update
+from sqlalchemy import Connection, Engine, insert, select, update
 
 from microclaw.agent.loop import AgentRequest, AgentResult
 from microclaw.core.formatting import format_messages, format_outbound, wrap_scheduled_prompt
@@ -36,19 +36,17 @@ from microclaw.errors import LeaseLost
 from microclaw.pipeline import leases
 from microclaw.scheduler.schedule import next_run, truncate_result
 from microclaw.scheduler.tick import iso, parse_iso
-from microclaw.store import audit, groups, messages, outbox, runs
+from microclaw.store import audit, groups, messages, outbox, runs, task_queue
 from microclaw.store.db import now_ms, read_tx, write_tx
 from microclaw.store.groups import Group, GroupStateRow
 from microclaw.store.messages import StoredMessage
-from microclaw.store.models import ScheduledTask, TaskQueueEntry, TaskRunLog
+from microclaw.store.models import ScheduledTask, TaskRunLog
 
 logger = logging.getLogger(__name__)
 
-_TQ = TaskQueueEntry.__table__
 _TASKS = ScheduledTask.__table__
 _LOGS = TaskRunLog.__table__
 
-_PENDING_TASK = text("SELECT 1 FROM task_queue WHERE chat_jid = :chat AND status = 'pending' LIMIT 1")
 
 # The agent gets the request and an ``on_step`` callback to call before each model step; the
 # callback checks the lease and returns follow-up prompt blocks that join the run.
@@ -120,7 +118,7 @@ def _any_triggers(deps: RouterDeps, group: Group, new: list[StoredMessage]) -> b
 
 def has_pending(conn: Connection, chat_jid: str, state: GroupStateRow, now: int) -> bool:
     """Whether the group has work: a claimed task, messages not yet looked at, or a due retry."""
-    if conn.execute(_PENDING_TASK, {"chat": chat_jid}).first():
+    if task_queue.has_pending(conn, chat_jid):
         return True
     return _retry_due(state, now) or messages.max_seq(conn, chat_jid) > state.seen_seq
 
@@ -177,12 +175,9 @@ def _choose(conn: Connection, deps: RouterDeps, chat_jid: str, token: int) -> Wo
 
 
 def _next_task(conn: Connection, deps: RouterDeps, chat_jid: str, token: int) -> _TaskWork | None:
-    entry = conn.execute(
-        select(_TQ).where(_TQ.c.chat_jid == chat_jid, _TQ.c.status == "pending").order_by(_TQ.c.id).limit(1)
-    ).first()
+    entry = task_queue.start_next(conn, chat_jid)
     if entry is None:
         return None
-    conn.execute(update(_TQ).where(_TQ.c.id == entry.id).values(status="running"))
     task = conn.execute(select(_TASKS).where(_TASKS.c.id == entry.task_id)).first()
     run_id = runs.start(conn, chat_jid, "task", lease_token=token, worker=deps.worker, task_run_id=entry.id)
     if task is None:
@@ -406,7 +401,7 @@ def _finish_task(
     conn: Connection, work: _TaskWork, text: str | None, error: str | None, duration_ms: int, timezone: str
 ) -> None:
     runs.finish(conn, work.run_id, "failed" if error else "done", error)
-    conn.execute(update(_TQ).where(_TQ.c.id == work.entry_id).values(status="done", finished_at_ms=now_ms()))
+    task_queue.finish(conn, work.entry_id, now_ms=now_ms())
     if work.task is None:
         return
     moment = datetime.now(tz=UTC)
@@ -476,7 +471,7 @@ def _recover_abandoned(conn: Connection, deps: RouterDeps, chat_jid: str) -> Non
     for run in runs.running(conn, chat_jid):
         logger.warning("recovering run %s abandoned by %s", run.id, run.worker, extra={"chat_jid": chat_jid})
         if run.kind == "task":
-            entry = conn.execute(select(_TQ).where(_TQ.c.id == run.task_run_id)).first()
+            entry = task_queue.get(conn, run.task_run_id) if run.task_run_id is not None else None
             task = conn.execute(select(_TASKS).where(_TASKS.c.id == entry.task_id)).first() if entry else None
             work = _TaskWork(run.id, run.task_run_id, None, task, None)
             _finish_task(

@@ -17,13 +17,12 @@ from sqlalchemy import Engine, select
 
 from microclaw.pipeline import leases
 from microclaw.pipeline.router import has_pending
-from microclaw.store import groups, outbox, runs
+from microclaw.store import groups, outbox, runs, task_queue
 from microclaw.store.db import now_ms, write_tx
-from microclaw.store.models import GroupState, Message, TaskQueueEntry
+from microclaw.store.models import GroupState, Message
 
 _S = GroupState.__table__
 _M = Message.__table__
-_TQ = TaskQueueEntry.__table__
 
 
 @dataclass(frozen=True)
@@ -39,7 +38,7 @@ def sweep(engine: Engine, *, stale_after_ms: int) -> SweepResult:
     to_deliver: list[str] = []
     with write_tx(engine) as conn:
         candidates = {r[0] for r in conn.execute(select(_S.c.chat_jid))}
-        candidates |= {r[0] for r in conn.execute(select(_TQ.c.chat_jid).where(_TQ.c.status != "done"))}
+        candidates |= task_queue.chats_with_open(conn)
         candidates |= runs.chats_with_running(conn)
         for chat in sorted(candidates):
             if leases.is_live(conn, leases.group_lease(chat), now_ms=now):

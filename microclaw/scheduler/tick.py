@@ -16,16 +16,14 @@ import logging
 from datetime import UTC, datetime
 
 from sqlalchemy import Engine, insert, select, update
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from microclaw.scheduler.schedule import next_run
-from microclaw.store import audit, groups
+from microclaw.store import audit, groups, task_queue
 from microclaw.store.db import now_ms, write_tx
-from microclaw.store.models import ScheduledTask, TaskQueueEntry, TaskRunLog
+from microclaw.store.models import ScheduledTask, TaskRunLog
 
 logger = logging.getLogger(__name__)
 _TASKS = ScheduledTask.__table__
-_TQ = TaskQueueEntry.__table__
 _LOGS = TaskRunLog.__table__
 
 
@@ -49,9 +47,7 @@ def claim_due_tasks(engine: Engine, *, timezone: str, now: datetime | None = Non
             .where(_TASKS.c.status == "active", _TASKS.c.next_run.is_not(None), _TASKS.c.next_run <= stamp)
             .order_by(_TASKS.c.next_run)
         ).all()
-        busy = set(
-            conn.execute(select(_TQ.c.task_id).where(_TQ.c.status.in_(("pending", "running")))).scalars()
-        )
+        busy = task_queue.busy_task_ids(conn)
         for task in due:
             if task.id in busy:
                 # NanoClaw never queues a task id that is pending or running; this slot stays due
@@ -82,17 +78,9 @@ def claim_due_tasks(engine: Engine, *, timezone: str, now: datetime | None = Non
                     error=str(exc),
                 )
                 continue
-            claimed = conn.execute(
-                sqlite_insert(_TQ)
-                .values(
-                    task_id=task.id,
-                    chat_jid=task.chat_jid,
-                    scheduled_for=task.next_run,
-                    status="pending",
-                    claimed_at_ms=now_ms(),
-                )
-                .on_conflict_do_nothing(index_elements=["task_id", "scheduled_for"])
-            ).rowcount
+            claimed = task_queue.claim(
+                conn, task_id=task.id, chat_jid=task.chat_jid, scheduled_for=task.next_run, now_ms=now_ms()
+            )
             conn.execute(
                 update(_TASKS)
                 .where(_TASKS.c.id == task.id)
