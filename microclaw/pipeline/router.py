@@ -11,7 +11,8 @@ the last look, the newest N messages since the cursor form the prompt, the curso
 the transaction that records the run (before the agent starts), and on failure rolls back only
 if nothing reached the user, with retries after 5/10/20/40/80 s and then a drop until the next
 message. Replies become outbox rows in the transaction that finishes the run, fenced by the
-lease token, so a stale holder can never add a reply. Scheduled-task runs are never retried.
+lease token, so a stale holder can never add a reply. Scheduled-task runs are never retried;
+what a finished or interrupted one leaves on its task is `microclaw.scheduler.completion`'s.
 
 Does not talk to Celery or platforms: publishing is a callback, the agent is a callable.
 """
@@ -22,10 +23,9 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, select, update
 
 from microclaw.agent.loop import AgentRequest, AgentResult
 from microclaw.core.formatting import format_messages, format_outbound, wrap_scheduled_prompt
@@ -34,18 +34,16 @@ from microclaw.core.senders import SenderAllowlist, is_trigger_allowed
 from microclaw.core.triggers import group_trigger_pattern, is_trigger_message, needs_trigger
 from microclaw.errors import LeaseLost
 from microclaw.pipeline import leases
-from microclaw.scheduler.schedule import next_run, truncate_result
-from microclaw.scheduler.tick import iso, parse_iso
+from microclaw.scheduler import completion
 from microclaw.store import audit, groups, messages, outbox, runs, task_queue
 from microclaw.store.db import now_ms, read_tx, write_tx
 from microclaw.store.groups import Group, GroupStateRow
 from microclaw.store.messages import StoredMessage
-from microclaw.store.models import ScheduledTask, TaskRunLog
+from microclaw.store.models import ScheduledTask
 
 logger = logging.getLogger(__name__)
 
 _TASKS = ScheduledTask.__table__
-_LOGS = TaskRunLog.__table__
 
 
 # The agent gets the request and an ``on_step`` callback to call before each model step; the
@@ -383,7 +381,16 @@ def _run_task(deps: RouterDeps, chat_jid: str, token: int, work: _TaskWork) -> W
         )
         if reply is not None:
             queued = _add_reply(conn, chat_jid, work.run_id, reply)
-        _finish_task(conn, work, reply, error, int((time.monotonic() - started) * 1000), deps.config.timezone)
+        completion.finish_task_run(
+            conn,
+            run_id=work.run_id,
+            entry_id=work.entry_id,
+            task_id=work.task.id if work.task is not None else None,
+            text=reply,
+            error=error,
+            duration_ms=int((time.monotonic() - started) * 1000),
+            timezone=deps.config.timezone,
+        )
         following = _choose(conn, deps, chat_jid, token)
     if queued:
         _publish(deps, chat_jid)
@@ -395,47 +402,6 @@ def _add_reply(conn: Connection, chat_jid: str, run_id: int, text: str | None) -
     if not cleaned:
         return False
     return outbox.add(conn, key=f"run:{run_id}:reply", chat_jid=chat_jid, text=cleaned, run_id=run_id)
-
-
-def _finish_task(
-    conn: Connection, work: _TaskWork, text: str | None, error: str | None, duration_ms: int, timezone: str
-) -> None:
-    runs.finish(conn, work.run_id, "failed" if error else "done", error)
-    task_queue.finish(conn, work.entry_id, now_ms=now_ms())
-    if work.task is None:
-        return
-    moment = datetime.now(tz=UTC)
-    now_iso = iso(moment)
-    conn.execute(
-        insert(_LOGS).values(
-            task_id=work.task.id,
-            run_at=now_iso,
-            duration_ms=duration_ms,
-            status="error" if error else "success",
-            result=text,
-            error=error,
-        )
-    )
-    current = conn.execute(select(_TASKS).where(_TASKS.c.id == work.task.id)).first()
-    values: dict[str, Any] = {"last_run": now_iso, "last_result": truncate_result(text, error)}
-    if current is not None and current.status == "active":
-        if current.next_run is None:
-            values["status"] = "completed"
-        elif current.next_run <= now_iso:
-            # Slots that came due while this run was queued or running are skipped, as NanoClaw
-            # computes the next run only after a run.
-            try:
-                following = next_run(
-                    current.schedule_type,
-                    current.schedule_value,
-                    parse_iso(current.next_run),
-                    moment,
-                    timezone,
-                )
-                values["next_run"] = iso(following) if following else None
-            except ValueError:
-                pass  # the tick pauses a task whose schedule cannot be computed
-    conn.execute(update(_TASKS).where(_TASKS.c.id == work.task.id).values(**values))
 
 
 def _fail_message_run(conn: Connection, deps: RouterDeps, chat_jid: str, run_id: int, error: str) -> None:
@@ -471,13 +437,9 @@ def _recover_abandoned(conn: Connection, deps: RouterDeps, chat_jid: str) -> Non
     for run in runs.running(conn, chat_jid):
         logger.warning("recovering run %s abandoned by %s", run.id, run.worker, extra={"chat_jid": chat_jid})
         if run.kind == "task":
-            entry = task_queue.get(conn, run.task_run_id) if run.task_run_id is not None else None
-            task = conn.execute(select(_TASKS).where(_TASKS.c.id == entry.task_id)).first() if entry else None
-            work = _TaskWork(run.id, run.task_run_id, None, task, None)
-            _finish_task(
-                conn, work, None, "interrupted: the worker stopped during the run", 0, deps.config.timezone
+            completion.settle_interrupted(
+                conn, run_id=run.id, entry_id=run.task_run_id, timezone=deps.config.timezone
             )
-            runs.finish(conn, run.id, "abandoned", "worker stopped")
         else:
             _fail_message_run(conn, deps, chat_jid, run.id, "worker stopped during the run")
             runs.finish(conn, run.id, "abandoned", "worker stopped")

@@ -1,1 +1,2 @@
-"""Scheduled tasks: schedule arithmetic (pure) and the beat tick that claims due runs."""
+"""Scheduled tasks: schedule arithmetic (pure), the beat tick that claims due runs, and what
+happens to a task after its run (`completion`)."""

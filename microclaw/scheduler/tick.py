@@ -3,7 +3,7 @@
 `claim_due_tasks()` runs in one write transaction: for each active task whose ``next_run`` has
 come, and that has no run already pending or running, it inserts a ``task_queue`` entry keyed
 by (task, scheduled slot) — a second claim of the same slot is a no-op — and advances
-``next_run`` with the schedule rules (``None`` for a once task, which the router marks
+``next_run`` with the schedule rules (``None`` for a once task, which `completion` marks
 completed after its run). A task whose schedule can no longer be computed is paused with a
 run-log row saying why. Returns the chats to kick.
 
