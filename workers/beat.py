@@ -14,20 +14,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 from celery.beat import ScheduleEntry, Scheduler
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from microclaw.config import Settings
 from microclaw.runtime import queues
 from microclaw.runtime.wiring import app_engine, bootstrap_database
+from microclaw.store import tasks
 from microclaw.store.db import read_tx, write_tx
 from microclaw.store.models import BeatState
 
 _T = BeatState.__table__
-_DUE = text(
-    "SELECT 1 FROM scheduled_tasks"
-    " WHERE status = 'active' AND next_run IS NOT NULL AND next_run <= :now LIMIT 1"
-)
 
 
 class DatabaseScheduler(Scheduler):
@@ -83,7 +80,7 @@ class DatabaseScheduler(Scheduler):
         now = datetime.now(tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         try:
             with read_tx(self._engine) as conn:
-                return conn.execute(_DUE, {"now": now}).first() is not None
+                return tasks.has_due(conn, now)
         except Exception:
             return True  # when unsure, let the tick task look
 

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Connection, Engine
 
 from microclaw.agent.loop import AgentRequest, AgentResult
 from microclaw.core.formatting import format_messages, format_outbound, wrap_scheduled_prompt
@@ -35,15 +35,13 @@ from microclaw.core.triggers import group_trigger_pattern, is_trigger_message, n
 from microclaw.errors import LeaseLost
 from microclaw.pipeline import leases
 from microclaw.scheduler import completion
-from microclaw.store import audit, groups, messages, outbox, runs, task_queue
+from microclaw.store import audit, groups, messages, outbox, runs, task_queue, tasks
 from microclaw.store.db import now_ms, read_tx, write_tx
 from microclaw.store.groups import Group, GroupStateRow
 from microclaw.store.messages import StoredMessage
-from microclaw.store.models import ScheduledTask
+from microclaw.store.tasks import Task
 
 logger = logging.getLogger(__name__)
-
-_TASKS = ScheduledTask.__table__
 
 
 # The agent gets the request and an ``on_step`` callback to call before each model step; the
@@ -86,7 +84,7 @@ class _TaskWork:
     run_id: int
     entry_id: int
     group: Group | None
-    task: Any  # row of scheduled_tasks
+    task: Task | None
     error: str | None  # set when the task cannot run (invalid folder, unknown group)
 
 
@@ -176,14 +174,14 @@ def _next_task(conn: Connection, deps: RouterDeps, chat_jid: str, token: int) ->
     entry = task_queue.start_next(conn, chat_jid)
     if entry is None:
         return None
-    task = conn.execute(select(_TASKS).where(_TASKS.c.id == entry.task_id)).first()
+    task = tasks.get_task(conn, entry.task_id)
     run_id = runs.start(conn, chat_jid, "task", lease_token=token, worker=deps.worker, task_run_id=entry.id)
     if task is None:
         return _TaskWork(run_id, entry.id, None, None, "task no longer exists")
     try:
         resolve_group_folder_path(task.group_folder, deps.config.groups_dir)
     except ValueError as exc:
-        conn.execute(update(_TASKS).where(_TASKS.c.id == task.id).values(status="paused"))
+        tasks.update_task(conn, task.id, status="paused")
         return _TaskWork(run_id, entry.id, None, task, f"invalid group folder: {exc}")
     group = next((g for g in groups.all_groups(conn) if g.folder == task.group_folder), None)
     if group is None:

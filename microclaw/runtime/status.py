@@ -20,13 +20,12 @@ from sqlalchemy import Connection, Engine, select
 from microclaw.broker.transport import queue_depths
 from microclaw.config import Settings
 from microclaw.runtime.queues import QUEUES
-from microclaw.store import outbox, runs
+from microclaw.store import outbox, runs, tasks
 from microclaw.store.db import now_ms, read_tx
 from microclaw.store.models import (
     ComponentStatus,
     ConnectorStatus,
     Lease,
-    ScheduledTask,
     WorkerHeartbeat,
 )
 
@@ -68,10 +67,9 @@ def collect_status(
 ) -> dict[str, Any]:
     """A JSON-serialisable status snapshot."""
     now = now_ms()
-    cs, lt, tt, ht = (
+    cs, lt, ht = (
         ConnectorStatus.__table__,
         Lease.__table__,
-        ScheduledTask.__table__,
         WorkerHeartbeat.__table__,
     )
     with read_tx(engine) as conn:
@@ -97,12 +95,7 @@ def collect_status(
                 "schedule": f"{r.schedule_type} {r.schedule_value}",
                 "next_run": r.next_run,
             }
-            for r in conn.execute(
-                select(tt)
-                .where(tt.c.status == "active", tt.c.next_run.is_not(None))
-                .order_by(tt.c.next_run)
-                .limit(5)
-            )
+            for r in tasks.next_scheduled(conn, limit=5)
         ]
         workers = [
             {

@@ -19,16 +19,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection
 
 from microclaw.scheduler.schedule import next_run, truncate_result
 from microclaw.scheduler.tick import iso, parse_iso
-from microclaw.store import runs, task_queue
+from microclaw.store import runs, task_queue, tasks
 from microclaw.store.db import now_ms
-from microclaw.store.models import ScheduledTask, TaskRunLog
-
-_TASKS = ScheduledTask.__table__
-_LOGS = TaskRunLog.__table__
 
 INTERRUPTED = "interrupted: the worker stopped during the run"
 
@@ -55,18 +51,17 @@ def finish_task_run(
         return
     moment = datetime.now(tz=UTC)
     now_iso = iso(moment)
-    conn.execute(
-        insert(_LOGS).values(
-            task_id=task_id,
-            run_at=now_iso,
-            duration_ms=duration_ms,
-            status="error" if error else "success",
-            result=text,
-            error=error,
-        )
+    tasks.log_task_run(
+        conn,
+        task_id=task_id,
+        run_at=now_iso,
+        duration_ms=duration_ms,
+        status="error" if error else "success",
+        result=text,
+        error=error,
     )
-    current = conn.execute(select(_TASKS).where(_TASKS.c.id == task_id)).first()
-    values: dict[str, Any] = {"last_run": now_iso, "last_result": truncate_result(text, error)}
+    current = tasks.get_task(conn, task_id)
+    values: dict[str, Any] = {}
     if current is not None and current.status == "active":
         if current.next_run is None:
             values["status"] = "completed"
@@ -84,13 +79,13 @@ def finish_task_run(
                 values["next_run"] = iso(following) if following else None
             except ValueError:
                 pass  # the tick pauses a task whose schedule cannot be computed
-    conn.execute(update(_TASKS).where(_TASKS.c.id == task_id).values(**values))
+    tasks.record_outcome(conn, task_id, last_run=now_iso, last_result=truncate_result(text, error), **values)
 
 
 def settle_interrupted(conn: Connection, *, run_id: int, entry_id: int | None, timezone: str) -> None:
     """Close a task run whose worker died mid-run: logged as an error, the run ``abandoned``."""
     entry = task_queue.get(conn, entry_id) if entry_id is not None else None
-    task = conn.execute(select(_TASKS).where(_TASKS.c.id == entry.task_id)).first() if entry else None
+    task = tasks.get_task(conn, entry.task_id) if entry is not None else None
     finish_task_run(
         conn,
         run_id=run_id,

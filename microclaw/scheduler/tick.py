@@ -15,16 +15,13 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine
 
 from microclaw.scheduler.schedule import next_run
-from microclaw.store import audit, groups, task_queue
+from microclaw.store import audit, groups, task_queue, tasks
 from microclaw.store.db import now_ms, write_tx
-from microclaw.store.models import ScheduledTask, TaskRunLog
 
 logger = logging.getLogger(__name__)
-_TASKS = ScheduledTask.__table__
-_LOGS = TaskRunLog.__table__
 
 
 def iso(moment: datetime) -> str:
@@ -42,32 +39,28 @@ def claim_due_tasks(engine: Engine, *, timezone: str, now: datetime | None = Non
     stamp = iso(moment)
     chats: list[str] = []
     with write_tx(engine) as conn:
-        due = conn.execute(
-            select(_TASKS)
-            .where(_TASKS.c.status == "active", _TASKS.c.next_run.is_not(None), _TASKS.c.next_run <= stamp)
-            .order_by(_TASKS.c.next_run)
-        ).all()
+        due = tasks.due_tasks(conn, stamp)
         busy = task_queue.busy_task_ids(conn)
         for task in due:
             if task.id in busy:
                 # NanoClaw never queues a task id that is pending or running; this slot stays due
                 # and the run that finishes moves the schedule past the slots it missed.
                 continue
+            slot = task.next_run
+            assert slot is not None  # due_tasks() returns only tasks with a next run
             try:
                 following = next_run(
-                    task.schedule_type, task.schedule_value, parse_iso(task.next_run), moment, timezone
+                    task.schedule_type, task.schedule_value, parse_iso(slot), moment, timezone
                 )
             except ValueError as exc:
-                conn.execute(update(_TASKS).where(_TASKS.c.id == task.id).values(status="paused"))
-                conn.execute(
-                    insert(_LOGS).values(
-                        task_id=task.id,
-                        run_at=stamp,
-                        duration_ms=0,
-                        status="error",
-                        result=None,
-                        error=f"schedule invalid: {exc}",
-                    )
+                tasks.update_task(conn, task.id, status="paused")
+                tasks.log_task_run(
+                    conn,
+                    task_id=task.id,
+                    run_at=stamp,
+                    duration_ms=0,
+                    status="error",
+                    error=f"schedule invalid: {exc}",
                 )
                 audit.record(
                     conn,
@@ -79,13 +72,9 @@ def claim_due_tasks(engine: Engine, *, timezone: str, now: datetime | None = Non
                 )
                 continue
             claimed = task_queue.claim(
-                conn, task_id=task.id, chat_jid=task.chat_jid, scheduled_for=task.next_run, now_ms=now_ms()
+                conn, task_id=task.id, chat_jid=task.chat_jid, scheduled_for=slot, now_ms=now_ms()
             )
-            conn.execute(
-                update(_TASKS)
-                .where(_TASKS.c.id == task.id)
-                .values(next_run=iso(following) if following else None)
-            )
+            tasks.update_task(conn, task.id, next_run=iso(following) if following else None)
             if claimed:
                 logger.info("task %s due", task.id, extra={"chat_jid": task.chat_jid, "task_id": task.id})
                 groups.get_state(conn, task.chat_jid)

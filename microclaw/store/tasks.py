@@ -6,9 +6,15 @@ a partial update of prompt, script, schedule_type, schedule_value, next_run and 
 empty patch changes nothing; `delete_task` removes the task's run logs before the task; lists
 are ordered by ``created_at`` newest first. Times are NanoClaw's ISO strings.
 
+Also the queries MicroClaw's scheduler needs: the due tasks (`due_tasks`, and `has_due` for
+beat's once-a-second look), the next few runs (`next_scheduled`, for status) and a run's outcome
+on the task (`record_outcome`). This module is the one owner of ``scheduled_tasks`` and
+``task_run_logs``.
+
 Does not validate schedules or compute ``next_run`` (`microclaw.scheduler.schedule` does), claim
-due runs (`microclaw.scheduler.tick`) or decide who may manage a task (`microclaw.core.ipc`).
-All functions run inside a transaction the caller opened.
+due runs (`microclaw.scheduler.tick`), decide what a run leaves on its task
+(`microclaw.scheduler.completion`) or who may manage a task (`microclaw.core.ipc`). All
+functions run inside a transaction the caller opened.
 """
 
 from __future__ import annotations
@@ -17,9 +23,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, text, update
 
-from microclaw.store.models import ScheduledTask, TaskRunLog
+from microclaw.store.models import ScheduledTask, TaskRunLog, table_of
 
 __all__ = [
     "CONTEXT_MODES",
@@ -28,16 +34,25 @@ __all__ = [
     "TaskRun",
     "create_task",
     "delete_task",
+    "due_tasks",
     "get_all_tasks",
     "get_task",
     "get_tasks_for_group",
+    "has_due",
     "log_task_run",
+    "next_scheduled",
+    "record_outcome",
     "task_run_logs",
     "update_task",
 ]
 
-_T = ScheduledTask.__table__
-_L = TaskRunLog.__table__
+_T = table_of(ScheduledTask)
+_L = table_of(TaskRunLog)
+# Beat asks this every second (workers/beat.py); prebuilt like the other hot statements.
+_HAS_DUE = text(
+    "SELECT 1 FROM scheduled_tasks"
+    " WHERE status = 'active' AND next_run IS NOT NULL AND next_run <= :now LIMIT 1"
+)
 
 CONTEXT_MODES = ("group", "isolated")
 UPDATABLE_FIELDS = frozenset({"prompt", "script", "schedule_type", "schedule_value", "next_run", "status"})
@@ -183,3 +198,46 @@ def task_run_logs(conn: Connection, task_id: str) -> list[TaskRun]:
     """The task's run logs, oldest first."""
     rows = conn.execute(select(_L).where(_L.c.task_id == task_id).order_by(_L.c.run_at, _L.c.id))
     return [TaskRun(*r) for r in rows]
+
+
+# --- MicroClaw's scheduler queries ---------------------------------------------------------
+
+
+def due_tasks(conn: Connection, now_iso: str) -> list[Task]:
+    """Active tasks whose ``next_run`` is at or before ``now_iso``, the longest due first."""
+    rows = conn.execute(
+        select(_T)
+        .where(_T.c.status == "active", _T.c.next_run.is_not(None), _T.c.next_run <= now_iso)
+        .order_by(_T.c.next_run)
+    )
+    return [_to_task(r) for r in rows]
+
+
+def has_due(conn: Connection, now_iso: str) -> bool:
+    """Whether any active task is due at ``now_iso``."""
+    return conn.execute(_HAS_DUE, {"now": now_iso}).first() is not None
+
+
+def next_scheduled(conn: Connection, limit: int = 5) -> list[Task]:
+    """The active tasks with a next run, soonest first (for status reports)."""
+    rows = conn.execute(
+        select(_T)
+        .where(_T.c.status == "active", _T.c.next_run.is_not(None))
+        .order_by(_T.c.next_run)
+        .limit(limit)
+    )
+    return [_to_task(r) for r in rows]
+
+
+def record_outcome(
+    conn: Connection, task_id: str, *, last_run: str, last_result: str | None, **patch: Any
+) -> bool:
+    """After a run: set ``last_run`` and ``last_result``, and ``next_run``/``status`` if given.
+
+    Returns whether the task exists. Other fields raise ValueError.
+    """
+    unknown = set(patch) - {"next_run", "status"}
+    if unknown:
+        raise ValueError(f"cannot set task field(s) {', '.join(sorted(unknown))} with an outcome")
+    values = {"last_run": last_run, "last_result": last_result, **patch}
+    return bool(conn.execute(update(_T).where(_T.c.id == task_id).values(**values)).rowcount)
