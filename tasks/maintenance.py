@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import delete
-
 from microclaw.broker.transport import purge_consumed
 from microclaw.pipeline.sweeper import sweep as find_stranded
 from microclaw.runtime import queues
+from microclaw.store import status
 from microclaw.store.db import now_ms, write_tx
-from microclaw.store.models import WorkerHeartbeat
 from workers.app import app, publish
 from workers.context import context
 
@@ -35,8 +33,7 @@ def sweep() -> dict[str, int]:
 def cleanup() -> int:
     ctx = context()
     removed = purge_consumed(ctx.settings.broker.url)
-    t = WorkerHeartbeat.__table__
     with write_tx(ctx.engine) as conn:
-        conn.execute(delete(t).where(t.c.last_seen_ms < now_ms() - HEARTBEAT_RETENTION_MS))
+        status.prune_heartbeats(conn, seen_before_ms=now_ms() - HEARTBEAT_RETENTION_MS)
     logger.info("broker cleanup removed %d consumed rows", removed)
     return removed

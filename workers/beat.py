@@ -14,17 +14,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from celery.beat import ScheduleEntry, Scheduler
-from sqlalchemy import select
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from microclaw.config import Settings
 from microclaw.runtime import queues
 from microclaw.runtime.wiring import app_engine, bootstrap_database
-from microclaw.store import tasks
+from microclaw.store import status, tasks
 from microclaw.store.db import read_tx, write_tx
-from microclaw.store.models import BeatState
-
-_T = BeatState.__table__
 
 
 class DatabaseScheduler(Scheduler):
@@ -36,7 +31,7 @@ class DatabaseScheduler(Scheduler):
         self._engine = app_engine(settings)
         self.merge_inplace(self.app.conf.beat_schedule)
         with read_tx(self._engine) as conn:
-            stored = {r.name: r for r in conn.execute(select(_T))}
+            stored = status.beat_entries(conn)
         for name, entry in self.schedule.items():
             row = stored.get(name)
             if row is not None:
@@ -52,17 +47,8 @@ class DatabaseScheduler(Scheduler):
                 last = entry.last_run_at
                 if last.tzinfo is None:
                     last = last.replace(tzinfo=UTC)
-                stmt = sqlite_insert(_T).values(
-                    name=entry.name, last_run_at=last.timestamp(), total_run_count=entry.total_run_count
-                )
-                conn.execute(
-                    stmt.on_conflict_do_update(
-                        index_elements=["name"],
-                        set_={
-                            "last_run_at": stmt.excluded.last_run_at,
-                            "total_run_count": stmt.excluded.total_run_count,
-                        },
-                    )
+                status.record_beat_entry(
+                    conn, entry.name, last_run_at=last.timestamp(), total_run_count=entry.total_run_count
                 )
 
     def apply_async(

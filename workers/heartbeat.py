@@ -11,29 +11,17 @@ import os
 import socket
 import threading
 
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
 from microclaw.config import Settings
+from microclaw.store import status
 from microclaw.store.db import create_sqlite_engine, now_ms, write_tx
-from microclaw.store.models import WorkerHeartbeat
 
 logger = logging.getLogger(__name__)
 INTERVAL_S = 5.0
-_T = WorkerHeartbeat.__table__
 
 
 def beat_once(engine: object, name: str, role: str, started: int) -> None:
-    now = now_ms()
-    stmt = sqlite_insert(_T).values(
-        name=name, role=role, pid=os.getpid(), started_at_ms=started, last_seen_ms=now
-    )
     with write_tx(engine) as conn:  # type: ignore[arg-type]
-        conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["name"],
-                set_={"role": role, "pid": os.getpid(), "last_seen_ms": now, "started_at_ms": started},
-            )
-        )
+        status.record_heartbeat(conn, name, role=role, pid=os.getpid(), started_at_ms=started)
 
 
 def start_heartbeat(settings: Settings, *, role: str) -> threading.Thread:

@@ -16,7 +16,6 @@ anything about containers (``microclaw.sandbox.service``).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import stat
@@ -26,32 +25,23 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from microclaw.config import Settings
 from microclaw.errors import SandboxError, SandboxUnavailable
 from microclaw.runtime.wiring import app_engine, build_sandbox, sandbox_credentials, worker_name
 from microclaw.sandbox.service import SandboxService
-from microclaw.store.db import now_ms, write_tx
-from microclaw.store.models import ComponentStatus
+from microclaw.store import status
+from microclaw.store.db import write_tx
 
 logger = logging.getLogger(__name__)
 
 COMPONENT = "sandbox"
-_T = ComponentStatus.__table__
 
 
 def record_component(engine: Engine, name: str, state: str, detail: dict[str, Any]) -> None:
     """Upsert one ``component_status`` row."""
-    now = now_ms()
-    text = json.dumps(detail, default=str, sort_keys=True)
-    stmt = sqlite_insert(_T).values(name=name, state=state, detail=text, updated_at_ms=now)
     with write_tx(engine) as conn:
-        conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["name"], set_={"state": state, "detail": text, "updated_at_ms": now}
-            )
-        )
+        status.record_component(conn, name, state, detail)
 
 
 def unsafe_run_dir(path: Path) -> str | None:

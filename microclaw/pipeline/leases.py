@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine, text
 
@@ -41,6 +42,10 @@ _FENCE = text(
 )
 _RELEASE = text("UPDATE leases SET holder = NULL, expires_at_ms = 0 WHERE name = :name AND token = :token")
 _LIVE = text("SELECT 1 FROM leases WHERE name = :name AND holder IS NOT NULL AND expires_at_ms > :now")
+_HELD = text(
+    "SELECT name, holder, token, expires_at_ms FROM leases"
+    " WHERE holder IS NOT NULL AND expires_at_ms > :now ORDER BY name"
+)
 
 
 def group_lease(chat_jid: str) -> str:
@@ -77,6 +82,19 @@ def release(conn: Connection, name: str, token: int) -> bool:
 def is_live(conn: Connection, name: str, *, now_ms: int) -> bool:
     """Whether someone holds an unexpired lease on ``name``."""
     return conn.execute(_LIVE, {"name": name, "now": now_ms}).first() is not None
+
+
+@dataclass(frozen=True)
+class HeldLease:
+    name: str
+    holder: str
+    token: int
+    expires_at_ms: int
+
+
+def held(conn: Connection, *, now_ms: int) -> list[HeldLease]:
+    """Every unexpired lease with a holder, by name (for status reports)."""
+    return [HeldLease(*r) for r in conn.execute(_HELD, {"now": now_ms})]
 
 
 # Seconds between typing-indicator refreshes while a message run works.

@@ -13,16 +13,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
 from microclaw.pipeline import leases
 from microclaw.pipeline.router import has_pending
 from microclaw.store import groups, outbox, runs, task_queue
 from microclaw.store.db import now_ms, write_tx
-from microclaw.store.models import GroupState, Message
-
-_S = GroupState.__table__
-_M = Message.__table__
 
 
 @dataclass(frozen=True)
@@ -37,7 +33,7 @@ def sweep(engine: Engine, *, stale_after_ms: int) -> SweepResult:
     to_kick: list[str] = []
     to_deliver: list[str] = []
     with write_tx(engine) as conn:
-        candidates = {r[0] for r in conn.execute(select(_S.c.chat_jid))}
+        candidates = groups.chats_with_state(conn)
         candidates |= task_queue.chats_with_open(conn)
         candidates |= runs.chats_with_running(conn)
         for chat in sorted(candidates):

@@ -20,7 +20,6 @@ from typing import Any
 
 import uvicorn
 from sqlalchemy import Engine
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from microclaw.config import Settings
 from microclaw.connectors.base import BaseConnector
@@ -31,11 +30,10 @@ from microclaw.pipeline.inbound import ingest_and_kick, reject
 from microclaw.runtime.control import create_control_app
 from microclaw.runtime.status import collect_status, health_problems
 from microclaw.runtime.wiring import ConnectorBoot, sender_allowlist_loader
-from microclaw.store.db import now_ms, write_tx
-from microclaw.store.models import ConnectorStatus
+from microclaw.store import status as store_status
+from microclaw.store.db import write_tx
 
 logger = logging.getLogger(__name__)
-_CS = ConnectorStatus.__table__
 RESTART_MAX_DELAY_S = 60.0
 # A listener that ran this long before failing was healthy: its backoff starts over.
 HEALTHY_RUN_S = 60.0
@@ -51,21 +49,8 @@ def record_connector(
     event: bool = False,
 ) -> None:
     """Upsert one connector's status row."""
-    now = now_ms()
-    values: dict[str, Any] = {"name": name, "state": state, "updated_at_ms": now}
-    if detail is not None:
-        values["detail"] = detail
-    if error is not None:
-        values["last_error"] = error
-    if event:
-        values["last_event_at_ms"] = now
-    stmt = sqlite_insert(_CS).values(**values)
     with write_tx(engine) as conn:
-        conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["name"], set_={k: v for k, v in values.items() if k != "name"}
-            )
-        )
+        store_status.record_connector(conn, name, state, detail=detail, error=error, event=event)
 
 
 class Host:

@@ -11,23 +11,18 @@ container runtime still chats; its tools fail hard). Rendering is the CLI's job.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine
 
 from microclaw.broker.transport import queue_depths
 from microclaw.config import Settings
+from microclaw.pipeline import leases
 from microclaw.runtime.queues import QUEUES
 from microclaw.store import outbox, runs, tasks
+from microclaw.store import status as store_status
 from microclaw.store.db import now_ms, read_tx
-from microclaw.store.models import (
-    ComponentStatus,
-    ConnectorStatus,
-    Lease,
-    WorkerHeartbeat,
-)
 
 HEARTBEAT_STALE_MS = 20_000
 
@@ -38,12 +33,11 @@ def sandbox_status(conn: Connection, settings: Settings, now: int) -> dict[str, 
     ``state`` is ``ready``, ``unavailable`` (``reason`` says why), ``stopped``, ``stale`` (the
     worker stopped reporting; ``last_state`` is what it said) or ``unknown`` (never reported).
     """
-    t = ComponentStatus.__table__
-    row = conn.execute(select(t).where(t.c.name == "sandbox")).first()
+    row = store_status.component(conn, "sandbox")
     base = {"backend": settings.sandbox.backend, "image": settings.sandbox.image}
     if row is None:
         return {**base, "state": "unknown", "ready": None, "reason": "no sandbox worker has reported yet"}
-    detail = json.loads(row.detail) if row.detail else {}
+    detail = row.detail
     age = now - row.updated_at_ms
     state = row.state
     stale_after = int(settings.sandbox.readiness_interval_s * 3000) + HEARTBEAT_STALE_MS
@@ -67,11 +61,6 @@ def collect_status(
 ) -> dict[str, Any]:
     """A JSON-serialisable status snapshot."""
     now = now_ms()
-    cs, lt, ht = (
-        ConnectorStatus.__table__,
-        Lease.__table__,
-        WorkerHeartbeat.__table__,
-    )
     with read_tx(engine) as conn:
         connectors = [
             {
@@ -81,11 +70,11 @@ def collect_status(
                 "last_error": r.last_error,
                 "last_event_at_ms": r.last_event_at_ms,
             }
-            for r in conn.execute(select(cs).order_by(cs.c.name))
+            for r in store_status.connectors(conn)
         ]
         held = [
             {"name": r.name, "holder": r.holder, "token": r.token, "expires_in_ms": r.expires_at_ms - now}
-            for r in conn.execute(select(lt).where(lt.c.holder.is_not(None), lt.c.expires_at_ms > now))
+            for r in leases.held(conn, now_ms=now)
         ]
         running = runs.count_running(conn)
         next_runs = [
@@ -105,7 +94,7 @@ def collect_status(
                 "alive": now - r.last_seen_ms < HEARTBEAT_STALE_MS,
                 "last_seen_ms_ago": now - r.last_seen_ms,
             }
-            for r in conn.execute(select(ht).order_by(ht.c.role, ht.c.name))
+            for r in store_status.heartbeats(conn)
         ]
         outbox_counts = outbox.counts(conn)
         sandbox = sandbox_status(conn, settings, now)

@@ -32,6 +32,7 @@ _GET_STATE = text(
     "SELECT chat_jid, cursor_seq, seen_seq, retry_count, retry_at_ms, kick_requested_ms"
     " FROM group_state WHERE chat_jid = :chat"
 )
+_STATE_CHATS = text("SELECT chat_jid FROM group_state")
 _CREATE_STATE = text("INSERT INTO group_state (chat_jid) VALUES (:chat) ON CONFLICT (chat_jid) DO NOTHING")
 _REQUEST_KICK = text(
     "INSERT INTO group_state (chat_jid, kick_requested_ms) VALUES (:chat, :now)"
@@ -144,6 +145,11 @@ def set_state(conn: Connection, chat_jid: str, **values: Any) -> None:
     conn.execute(
         update_statement("group_state", tuple(sorted(values)), "chat_jid"), {**values, "_key": chat_jid}
     )
+
+
+def chats_with_state(conn: Connection) -> set[str]:
+    """Every chat that has a state row (every group the router or inbound path has touched)."""
+    return {r[0] for r in conn.execute(_STATE_CHATS)}
 
 
 def request_kick(conn: Connection, chat_jid: str, now_ms: int) -> bool:
