@@ -97,20 +97,44 @@ def held(conn: Connection, *, now_ms: int) -> list[HeldLease]:
     return [HeldLease(*r) for r in conn.execute(_HELD, {"now": now_ms})]
 
 
-# Seconds between typing-indicator refreshes while a message run works.
+# Seconds between pulses (typing-indicator refreshes) while a message run works.
 PULSE_S = 4.0
 
 
 class LeaseKeeper:
-    """While an agent runs: renews its lease every ``ttl/3`` and, if given, calls ``pulse``
-    every `PULSE_S` (the typing indicator, which platforms drop after ~5 s)."""
+    """Keeps a lease alive while its holder works outside any transaction (an agent run).
+
+    Used as a context manager around the work: a daemon thread fences (renews) the lease every
+    ``ttl/3``. When the token has been superseded it sets `lost` and stops; the holder checks
+    `lost` between steps and must write nothing more. A renewal that fails for another reason
+    (say, a busy database) is logged and retried at the next wake-up. ``pulse``, if given, is
+    called every ``pulse_every_s`` (default `PULSE_S`) as well: the typing indicator, which
+    platforms drop after ~5 s; its failures are ignored.
+
+    ``clock`` (monotonic seconds), ``now_ms`` (wall-clock milliseconds, for the expiry) and
+    ``wait`` (block up to the given seconds; True once the keeper should stop) default to the
+    real ones; tests pass their own to drive the thread without sleeping.
+    """
 
     def __init__(
-        self, engine: Engine, name: str, token: int, ttl_ms: int, pulse: Callable[[], object] | None = None
+        self,
+        engine: Engine,
+        name: str,
+        token: int,
+        ttl_ms: int,
+        pulse: Callable[[], object] | None = None,
+        *,
+        pulse_every_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        now_ms: Callable[[], int] = _now_ms,
+        wait: Callable[[float], bool] | None = None,
     ) -> None:
         self._engine, self._name, self._token, self._ttl = engine, name, token, ttl_ms
         self._pulse = pulse
+        self._pulse_every = PULSE_S if pulse_every_s is None else pulse_every_s
+        self._clock, self._now_ms = clock, now_ms
         self._stop = threading.Event()
+        self._wait = wait if wait is not None else self._stop.wait
         self.lost = False
         self._thread = threading.Thread(target=self._run, name=f"lease-{name}", daemon=True)
 
@@ -124,20 +148,20 @@ class LeaseKeeper:
 
     def _run(self) -> None:
         renew_every = self._ttl / 3000
-        wake_every = min(renew_every, PULSE_S) if self._pulse is not None else renew_every
-        last_renewal = time.monotonic()
-        while not self._stop.wait(wake_every):
+        wake_every = min(renew_every, self._pulse_every) if self._pulse is not None else renew_every
+        last_renewal = self._clock()
+        while not (self._wait(wake_every) or self._stop.is_set()):
             if self._pulse is not None:
                 try:
                     self._pulse()
                 except Exception:
                     logger.debug("pulse failed", extra={"lease": self._name}, exc_info=True)
-            if time.monotonic() - last_renewal < renew_every:
+            if self._clock() - last_renewal < renew_every:
                 continue
             try:
                 with write_tx(self._engine) as conn:
-                    fence(conn, self._name, self._token, ttl_ms=self._ttl, now_ms=_now_ms())
-                last_renewal = time.monotonic()
+                    fence(conn, self._name, self._token, ttl_ms=self._ttl, now_ms=self._now_ms())
+                last_renewal = self._clock()
             except LeaseLost:
                 self.lost = True
                 return

@@ -24,7 +24,6 @@ from sqlalchemy import Connection
 from microclaw.scheduler.schedule import next_run, truncate_result
 from microclaw.scheduler.tick import iso, parse_iso
 from microclaw.store import runs, task_queue, tasks
-from microclaw.store.db import now_ms
 
 INTERRUPTED = "interrupted: the worker stopped during the run"
 
@@ -39,17 +38,19 @@ def finish_task_run(
     error: str | None,
     duration_ms: int,
     timezone: str,
+    now: datetime | None = None,
 ) -> None:
     """Record the outcome of a task run; ``task_id`` is None when the task was gone at its start.
 
-    ``entry_id`` is the run's ``task_queue`` entry (None only for a run that never had one).
+    ``entry_id`` is the run's ``task_queue`` entry (None only for a run that never had one);
+    ``now`` (aware, default: the clock) is when the run ended.
     """
-    runs.finish(conn, run_id, "failed" if error else "done", error)
+    moment = now or datetime.now(tz=UTC)
+    runs.finish(conn, run_id, "failed" if error else "done", error, now=moment.timestamp())
     if entry_id is not None:
-        task_queue.finish(conn, entry_id, now_ms=now_ms())
+        task_queue.finish(conn, entry_id, now_ms=int(moment.timestamp() * 1000))
     if task_id is None:
         return
-    moment = datetime.now(tz=UTC)
     now_iso = iso(moment)
     tasks.log_task_run(
         conn,
@@ -82,8 +83,11 @@ def finish_task_run(
     tasks.record_outcome(conn, task_id, last_run=now_iso, last_result=truncate_result(text, error), **values)
 
 
-def settle_interrupted(conn: Connection, *, run_id: int, entry_id: int | None, timezone: str) -> None:
+def settle_interrupted(
+    conn: Connection, *, run_id: int, entry_id: int | None, timezone: str, now: datetime | None = None
+) -> None:
     """Close a task run whose worker died mid-run: logged as an error, the run ``abandoned``."""
+    moment = now or datetime.now(tz=UTC)
     entry = task_queue.get(conn, entry_id) if entry_id is not None else None
     task = tasks.get_task(conn, entry.task_id) if entry is not None else None
     finish_task_run(
@@ -95,5 +99,6 @@ def settle_interrupted(conn: Connection, *, run_id: int, entry_id: int | None, t
         error=INTERRUPTED,
         duration_ms=0,
         timezone=timezone,
+        now=moment,
     )
-    runs.finish(conn, run_id, "abandoned", "worker stopped")
+    runs.finish(conn, run_id, "abandoned", "worker stopped", now=moment.timestamp())
