@@ -358,7 +358,7 @@ def _run_task(deps: RouterDeps, chat_jid: str, token: int, work: _TaskWork) -> W
     started = time.monotonic()
     reply: str | None = None
     error = work.error
-    if error is None and work.group is not None:
+    if error is None and work.group is not None and work.task is not None:
         request = AgentRequest(
             chat_jid,
             work.group.folder,

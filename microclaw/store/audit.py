@@ -14,10 +14,10 @@ from typing import Any
 from sqlalchemy import Connection, Engine, select, text
 
 from microclaw.store.db import now_ms, write_tx
-from microclaw.store.models import AuditEntry
+from microclaw.store.models import AuditEntry, table_of
 
 logger = logging.getLogger(__name__)
-_T = AuditEntry.__table__
+_T = table_of(AuditEntry)
 _INSERT = text(
     "INSERT INTO audit_log (ts_ms, kind, chat_jid, message_id, decision, detail)"
     " VALUES (:ts, :kind, :chat, :message_id, :decision, :detail)"

@@ -18,11 +18,10 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from microclaw.core.groups import is_valid_group_folder
 from microclaw.store.db import update_statement
-from microclaw.store.models import GroupState, RegisteredGroup
+from microclaw.store.models import RegisteredGroup, table_of
 
 logger = logging.getLogger(__name__)
-_G = RegisteredGroup.__table__
-_S = GroupState.__table__
+_G = table_of(RegisteredGroup)
 
 _GET_GROUP = text(
     "SELECT jid, name, folder, trigger_pattern, added_at, container_config, requires_trigger, is_main"

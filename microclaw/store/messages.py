@@ -18,12 +18,12 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, not_, or_, select, text, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from microclaw.store.models import Chat, Message
+from microclaw.store.models import Chat, Message, table_of
 
-_C = Chat.__table__
-_M = Message.__table__
+_C = table_of(Chat)
+_M = table_of(Message)
 
-# Hot-path statements, built once (see microclaw/leases.py for why).
+# Hot-path statements, built once (see microclaw/pipeline/leases.py for why).
 _COLUMNS = (
     "seq, id, chat_jid, sender, sender_name, content, timestamp, is_from_me, is_bot_message,"
     " reply_to_message_id, reply_to_message_content, reply_to_sender_name"

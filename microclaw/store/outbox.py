@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, func, select, text
 
 from microclaw.store.db import now_ms, update_statement
-from microclaw.store.models import OutboxEntry
+from microclaw.store.models import OutboxEntry, table_of
 
-_T = OutboxEntry.__table__
+_T = table_of(OutboxEntry)
 
 _ADD = text(
     "INSERT INTO outbox (idempotency_key, chat_jid, text, run_id, status, attempts, next_attempt_at_ms,"

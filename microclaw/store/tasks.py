@@ -191,7 +191,9 @@ def log_task_run(
             task_id=task_id, run_at=run_at, duration_ms=duration_ms, status=status, result=result, error=error
         )
     )
-    return int(inserted.inserted_primary_key[0])
+    key = inserted.inserted_primary_key
+    assert key is not None
+    return int(key[0])
 
 
 def task_run_logs(conn: Connection, task_id: str) -> list[TaskRun]:
