@@ -113,7 +113,9 @@ class LeaseKeeper:
 
     ``clock`` (monotonic seconds), ``now_ms`` (wall-clock milliseconds, for the expiry) and
     ``wait`` (block up to the given seconds; True once the keeper should stop) default to the
-    real ones; tests pass their own to drive the thread without sleeping.
+    real ones, the default ``wait`` being the stop event that leaving the ``with`` block sets.
+    Tests pass their own to drive the thread without sleeping; a ``wait`` of their own decides
+    alone when the thread ends.
     """
 
     def __init__(
@@ -150,7 +152,7 @@ class LeaseKeeper:
         renew_every = self._ttl / 3000
         wake_every = min(renew_every, self._pulse_every) if self._pulse is not None else renew_every
         last_renewal = self._clock()
-        while not (self._wait(wake_every) or self._stop.is_set()):
+        while not self._wait(wake_every):
             if self._pulse is not None:
                 try:
                     self._pulse()

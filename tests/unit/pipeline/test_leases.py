@@ -37,3 +37,107 @@ def test_fence_fails_after_release(engine) -> None:
         leases.release(conn, "outbox:x", token)
         with pytest.raises(LeaseLost):
             leases.fence(conn, "outbox:x", token, ttl_ms=1000, now_ms=1)
+
+
+# --- LeaseKeeper: driven by a fake clock and wait, never by real time -------------------------
+
+
+class FakeTime:
+    """A monotonic clock that moves only when the keeper waits; stops it after ``wakes`` wake-ups."""
+
+    def __init__(self, wakes: int) -> None:
+        self.now, self.wakes, self.waited = 0.0, wakes, []
+
+    def clock(self) -> float:
+        return self.now
+
+    def wait(self, seconds: float) -> bool:
+        if len(self.waited) >= self.wakes:
+            return True
+        self.waited.append(seconds)
+        self.now += seconds
+        return False
+
+
+def keeper_on(engine, fake: FakeTime, *, ttl_ms: int = 3000, pulse=None, pulse_every_s=None, now_ms=None):
+    with write_tx(engine) as conn:
+        token = leases.acquire(conn, "group:a", "w", ttl_ms=ttl_ms, now_ms=0)
+    stamps = iter(range(10_000, 10_000_000, 1000))
+    return leases.LeaseKeeper(
+        engine,
+        "group:a",
+        token,
+        ttl_ms,
+        pulse,
+        pulse_every_s=pulse_every_s,
+        clock=fake.clock,
+        wait=fake.wait,
+        now_ms=now_ms or (lambda: next(stamps)),
+    )
+
+
+def expiry(engine) -> int:
+    with write_tx(engine) as conn:
+        (held,) = leases.held(conn, now_ms=0)
+    return held.expires_at_ms
+
+
+def test_keeper_renews_every_third_of_the_ttl(engine) -> None:
+    fake = FakeTime(wakes=3)
+    with keeper_on(engine, fake) as keeper:
+        pass
+    assert fake.waited == [1.0, 1.0, 1.0]
+    assert not keeper.lost
+    assert expiry(engine) == 12_000 + 3000  # the third renewal's clock + ttl
+
+
+def test_keeper_pulses_more_often_than_it_renews(engine) -> None:
+    fake, pulses, renewals = FakeTime(wakes=6), [], []
+
+    def now_ms() -> int:
+        renewals.append(fake.now)
+        return 50_000
+
+    with keeper_on(engine, fake, pulse=lambda: pulses.append(fake.now), pulse_every_s=0.5, now_ms=now_ms):
+        pass
+    assert pulses == [0.5, 1.0, 1.5, 2.0, 2.5, 3.0]
+    assert renewals == [1.0, 2.0, 3.0]
+    assert expiry(engine) == 53_000
+
+
+def test_a_superseded_token_marks_the_keeper_lost_and_stops_it(engine) -> None:
+    fake = FakeTime(wakes=5)
+    keeper = keeper_on(engine, fake)
+    with write_tx(engine) as conn:  # the lease expired and another worker took it
+        leases.acquire(conn, "group:a", "usurper", ttl_ms=3000, now_ms=3_001)
+    with keeper:
+        pass
+    assert keeper.lost
+    assert len(fake.waited) == 1  # it stopped at the first failed renewal
+
+
+def test_failed_pulses_are_ignored_and_failed_renewals_retried(engine) -> None:
+    fake = FakeTime(wakes=3)
+    attempts = []
+
+    def now_ms() -> int:
+        attempts.append(fake.now)
+        if len(attempts) == 1:
+            raise RuntimeError("database busy")
+        return 70_000
+
+    def pulse() -> None:
+        raise OSError("broker down")
+
+    with keeper_on(engine, fake, pulse=pulse, now_ms=now_ms) as keeper:
+        pass
+    assert attempts == [1.0, 2.0, 3.0]  # the failed renewal is tried again at the next wake-up
+    assert not keeper.lost and expiry(engine) == 73_000
+
+
+def test_keeper_with_real_waiting_stops_when_the_work_ends(engine) -> None:
+    with write_tx(engine) as conn:
+        token = leases.acquire(conn, "group:a", "w", ttl_ms=60_000, now_ms=0)
+    with leases.LeaseKeeper(engine, "group:a", token, 60_000) as keeper:
+        pass  # __exit__ wakes the thread at once: nothing waits out the 20 s renewal interval
+    assert not keeper.lost
