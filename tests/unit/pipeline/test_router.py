@@ -9,9 +9,9 @@ from microclaw.errors import TransientProviderError
 from microclaw.pipeline import leases
 from microclaw.pipeline.inbound import ingest
 from microclaw.pipeline.router import process_group
-from microclaw.store import audit, groups
+from microclaw.store import audit, groups, task_queue, tasks
 from microclaw.store.db import now_ms, read_tx, write_tx
-from microclaw.store.models import GroupState, Lease, Run, ScheduledTask, TaskQueueEntry
+from microclaw.store.models import GroupState, Lease, Run, ScheduledTask
 from tests.helpers import envelope, outbox_rows, register, router_deps, runs
 
 
@@ -226,32 +226,29 @@ def test_run_abandoned_by_a_dead_worker_is_recovered(engine, tmp_path) -> None:
     assert [r.text for r in outbox_rows(engine)] == ["echo: hi"]
 
 
+def _queue_task(engine, task_id: str, folder: str, chat: str) -> None:
+    """A once task whose run the tick has claimed (the queue entry is pending)."""
+    with write_tx(engine) as conn:
+        tasks.create_task(
+            conn,
+            id=task_id,
+            group_folder=folder,
+            chat_jid=chat,
+            prompt="water the plants",
+            schedule_type="once",
+            schedule_value="2026-01-01T09:00:00",
+            next_run=None,
+            created_at="2026-01-01",
+        )
+        task_queue.claim(
+            conn, task_id=task_id, chat_jid=chat, scheduled_for="2026-01-01T09:00:00.000Z", now_ms=now_ms()
+        )
+
+
 def test_due_task_runs_before_messages_and_once_completes(engine, tmp_path) -> None:
     register(engine, "fake:g", requires_trigger=False, folder="fake_g")
     ingest(engine, envelope("fake:g", "user message"))
-    with write_tx(engine) as conn:
-        conn.execute(
-            insert(ScheduledTask.__table__).values(
-                id="t1",
-                group_folder="fake_g",
-                chat_jid="fake:g",
-                prompt="water the plants",
-                schedule_type="once",
-                schedule_value="2026-01-01T09:00:00",
-                next_run=None,
-                status="active",
-                created_at="2026-01-01",
-            )
-        )
-        conn.execute(
-            insert(TaskQueueEntry.__table__).values(
-                task_id="t1",
-                chat_jid="fake:g",
-                scheduled_for="2026-01-01T09:00:00.000Z",
-                status="pending",
-                claimed_at_ms=now_ms(),
-            )
-        )
+    _queue_task(engine, "t1", "fake_g", "fake:g")
     prompts: list[str] = []
     process_group(router_deps(engine, tmp_path, agent=_capture_prompts(prompts, "done!")), "fake:g")
     assert len(prompts) == 2
@@ -280,25 +277,57 @@ def test_typing_is_shown_for_message_runs_only_and_never_blocks(engine, tmp_path
     assert [r.text for r in outbox_rows(engine)] == ["echo: hi", "echo: again"]
 
 
-def test_typing_is_refreshed_while_a_long_run_works(engine, tmp_path, monkeypatch) -> None:
-    import threading
+def test_message_runs_keep_typing_alive_through_the_lease_keeper_task_runs_do_not(
+    engine, tmp_path, monkeypatch
+) -> None:
+    """The keeper's pulse is the typing refresh (its timing: tests/unit/pipeline/test_leases.py)."""
+    pulses: list = []
 
-    monkeypatch.setattr(leases, "PULSE_S", 0.02)
+    class RecordingKeeper(leases.LeaseKeeper):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            pulses.append(args[4] if len(args) > 4 else kwargs.get("pulse"))
+
+    monkeypatch.setattr(leases, "LeaseKeeper", RecordingKeeper)
     register(engine, "fake:g", requires_trigger=False, folder="fake_g")
-    ingest(engine, envelope("fake:g", "think hard"))
+    _queue_task(engine, "t1", "fake_g", "fake:g")
+    ingest(engine, envelope("fake:g", "hi"))
     typing: list[str] = []
-    enough = threading.Event()
-
-    def slow_agent(request, on_step):
-        enough.wait(5)  # the run lasts until the indicator was refreshed a few times
-        return AgentResult(text="done")
-
-    def record(chat: str) -> None:
-        typing.append(chat)
-        if len(typing) >= 4:
-            enough.set()
-
-    deps = router_deps(engine, tmp_path, agent=slow_agent)
-    deps.publish_typing = record
+    deps = router_deps(engine, tmp_path)
+    deps.publish_typing = typing.append
     process_group(deps, "fake:g")
-    assert enough.is_set() and set(typing) == {"fake:g"}
+    task_pulse, message_pulse = pulses
+    assert task_pulse is None
+    typing.clear()
+    message_pulse()
+    assert typing == ["fake:g"]
+
+
+def test_task_run_abandoned_by_a_dead_worker_is_settled_not_retried(engine, tmp_path) -> None:
+    register(engine, "fake:g", requires_trigger=False, folder="fake_g")
+    _queue_task(engine, "t1", "fake_g", "fake:g")
+    with write_tx(engine) as conn:  # a worker started the task run, then was SIGKILLed
+        token = leases.acquire(conn, leases.group_lease("fake:g"), "dead", ttl_ms=1, now_ms=0)
+        entry = task_queue.start_next(conn, "fake:g")
+        conn.execute(
+            insert(Run.__table__).values(
+                chat_jid="fake:g",
+                kind="task",
+                task_run_id=entry.id,
+                lease_token=token,
+                status="running",
+                started_at_ms=0,
+                started_at=0.0,
+                worker="dead",
+            )
+        )
+    prompts: list[str] = []
+    assert (
+        process_group(router_deps(engine, tmp_path, agent=_capture_prompts(prompts)), "fake:g") == "drained"
+    )
+    assert prompts == []  # task runs are never retried
+    assert [r.status for r in runs(engine)] == ["abandoned"]
+    with read_tx(engine) as conn:
+        (log,) = tasks.task_run_logs(conn, "t1")
+        assert task_queue.get(conn, entry.id).status == "done"
+    assert log.status == "error" and "interrupted" in log.error
