@@ -14,7 +14,11 @@ message. Replies become outbox rows in the transaction that finishes the run, fe
 lease token, so a stale holder can never add a reply. Scheduled-task runs are never retried;
 what a finished or interrupted one leaves on its task is `microclaw.scheduler.completion`'s.
 
-Does not talk to Celery or platforms: publishing is a callback, the agent is a callable.
+Orchestration only: the router decides and sequences; it holds no SQL. Rows are read and
+written through their owners in `microclaw.store` (runs, task queue, tasks, group state,
+messages, outbox, audit), the lease and the thread that renews it during an agent run are
+`microclaw.pipeline.leases`. Does not talk to Celery or platforms: publishing is a callback,
+the agent is a callable.
 """
 
 from __future__ import annotations

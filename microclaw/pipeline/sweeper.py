@@ -6,7 +6,9 @@ messages it had reserved. So beat runs `sweep()` every few seconds; it returns:
   ``running`` by a dead holder) and no live lease, whose kick is not already outstanding or was
   requested longer than ``stale_after_ms`` ago;
 - chats to deliver: a due pending reply and no live outbox lease.
-It marks the kicks it asks for as outstanding. Publishing is the caller's job.
+It marks the kicks it asks for as outstanding. "Pending work" is the router's own
+`has_pending` rule; the rows it looks at are read through their owners in `microclaw.store`.
+Publishing is the caller's job.
 """
 
 from __future__ import annotations
