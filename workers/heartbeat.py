@@ -11,6 +11,8 @@ import os
 import socket
 import threading
 
+from sqlalchemy import Engine
+
 from microclaw.config import Settings
 from microclaw.store import status
 from microclaw.store.db import create_sqlite_engine, now_ms, write_tx
@@ -19,8 +21,8 @@ logger = logging.getLogger(__name__)
 INTERVAL_S = 5.0
 
 
-def beat_once(engine: object, name: str, role: str, started: int) -> None:
-    with write_tx(engine) as conn:  # type: ignore[arg-type]
+def beat_once(engine: Engine, name: str, role: str, started: int) -> None:
+    with write_tx(engine) as conn:
         status.record_heartbeat(conn, name, role=role, pid=os.getpid(), started_at_ms=started)
 
 

@@ -27,6 +27,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.utils import formataddr, formatdate, getaddresses, parseaddr, parsedate_to_datetime
+from typing import cast
 
 import html_text
 import lxml.html
@@ -193,10 +194,11 @@ def _attachment_name(part: EmailMessage) -> str:
 
 def extract_body(msg: EmailMessage) -> tuple[str, tuple[str, ...]]:
     """(body text before trimming, attachment names) of a parsed message."""
-    body = msg.get_body(preferencelist=("plain", "html"))
+    # Parsed with email.policy.default, every part is an EmailMessage (typeshed says Message).
+    body = cast(EmailMessage | None, msg.get_body(preferencelist=("plain", "html")))
     text = ""
     if body is not None:
-        raw = _part_text(body)  # type: ignore[arg-type]
+        raw = _part_text(body)
         text = html_to_text(raw) if body.get_content_type() == "text/html" else raw
     names: list[str] = []
     _collect_attachments(msg, body, names)
@@ -212,7 +214,7 @@ def _collect_attachments(part: EmailMessage, body: object, names: list[str]) -> 
         return
     if part.is_multipart():
         for sub in part.iter_parts():
-            _collect_attachments(sub, body, names)  # type: ignore[arg-type]
+            _collect_attachments(cast(EmailMessage, sub), body, names)
         return
     if part.get_content_maintype() == "multipart":
         return

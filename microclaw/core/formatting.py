@@ -56,7 +56,7 @@ class MessageLike(Protocol):
     def content(self) -> str | None: ...
 
     @property
-    def timestamp(self) -> str | datetime: ...
+    def timestamp(self) -> str | datetime | None: ...
 
 
 def escape_xml(text: str | None) -> str:
@@ -69,8 +69,10 @@ def escape_xml(text: str | None) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
 
 
-def _to_datetime(ts: str | datetime) -> datetime | None:
-    """Parse an ISO string (``Z`` allowed); naive values are UTC. None when unparseable."""
+def _to_datetime(ts: str | datetime | None) -> datetime | None:
+    """Parse an ISO string (``Z`` allowed); naive values are UTC. None when missing or unparseable."""
+    if ts is None:
+        return None
     if isinstance(ts, datetime):
         value = ts
     else:
@@ -81,13 +83,13 @@ def _to_datetime(ts: str | datetime) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
-def format_local_time(ts: str | datetime, timezone: str) -> str:
+def format_local_time(ts: str | datetime | None, timezone: str) -> str:
     """Render a timestamp like ``Jan 1, 2024, 12:00 AM`` in ``timezone``.
 
     Mirrors ``toLocaleString('en-US', {year:'numeric', month:'short', day:'numeric',
     hour:'numeric', minute:'2-digit', hour12:true})`` with a plain space before AM/PM, whatever
     the process locale. An invalid timezone falls back to UTC; a naive datetime or an ISO string
-    without an offset is taken as UTC; an unparseable string renders as ``Invalid Date``.
+    without an offset is taken as UTC; a missing or unparseable one renders as ``Invalid Date``.
     """
     value = _to_datetime(ts)
     if value is None:

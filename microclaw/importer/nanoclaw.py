@@ -57,12 +57,13 @@ from microclaw.store.models import (
     ScheduledTask,
     SessionRow,
     TaskRunLog,
+    table_of,
 )
 
 logger = logging.getLogger(__name__)
 
-_C, _M, _G = Chat.__table__, Message.__table__, RegisteredGroup.__table__
-_T, _L, _SESS, _S = ScheduledTask.__table__, TaskRunLog.__table__, SessionRow.__table__, GroupState.__table__
+_C, _M, _G = table_of(Chat), table_of(Message), table_of(RegisteredGroup)
+_T, _L, _SESS, _S = table_of(ScheduledTask), table_of(TaskRunLog), table_of(SessionRow), table_of(GroupState)
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 NANOCLAW_TABLES = (

@@ -91,9 +91,10 @@ def deliver_chat(deps: DeliveryDeps, chat_jid: str) -> DeliverOutcome:
         step = _claim_next(conn, chat_jid, connector, name, token)
     try:
         while isinstance(step, _Claim):
+            assert connector is not None  # _claim_next fails the chat's rows when none owns it
             row, attempts = step.row, step.attempts
             try:
-                platform_id = _send(deps, connector, row.chat_jid, row.text, row.idempotency_key)  # type: ignore[arg-type]
+                platform_id = _send(deps, connector, row.chat_jid, row.text, row.idempotency_key)
             except ConnectorError as exc:
                 with write_tx(deps.engine) as conn:
                     leases.fence(conn, name, token, ttl_ms=deps.lease_ttl_ms, now_ms=now_ms())

@@ -260,7 +260,7 @@ def _call_agent(
     """
     name = leases.group_lease(chat_jid)
     ttl = deps.config.lease_ttl_ms
-    joins = request.run_id is not None and not request.is_scheduled_task  # never into a task run
+    join_run = None if request.is_scheduled_task else request.run_id  # never join a task run
 
     typing = deps.publish_typing
     pulse = (lambda: typing(chat_jid)) if typing is not None and not request.is_scheduled_task else None
@@ -269,9 +269,9 @@ def _call_agent(
         def check_lease() -> list[str]:  # between agent steps
             if keeper.lost:
                 raise LeaseLost(name, token)
-            if not joins:
+            if join_run is None:
                 return []
-            return _join_follow_ups(deps, chat_jid, token, request.run_id)  # type: ignore[arg-type]
+            return _join_follow_ups(deps, chat_jid, token, join_run)
 
         try:
             result = deps.agent(request, check_lease)

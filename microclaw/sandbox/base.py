@@ -86,6 +86,7 @@ class Credentials(Mapping[str, Mapping[str, str]]):
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Credentials) and self._data == other._data
 
+    # Equal by value but mutable-looking: unhashable, as dict is (mypy wants a method here).
     __hash__ = None  # type: ignore[assignment]
 
 
