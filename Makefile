@@ -26,10 +26,11 @@ run: install
 test: install
 	bash scripts/install-test-deps.sh
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/pytest -n 2 --dist loadgroup -p no:cacheprovider
 
 lint: install
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
 
 smoke: install
 	$(BIN)/microclaw-host smoke
