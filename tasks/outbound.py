@@ -1,4 +1,4 @@
-"""``microclaw.deliver``: send one chat's pending replies in order (see `microclaw.delivery`)."""
+"""``microclaw.deliver``: send one chat's pending replies in order (see `microclaw.pipeline.delivery`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``microclaw.kick``: drain one group's pending work under its lease (see `microclaw.router`)."""
+"""``microclaw.kick``: drain one group's pending work under its lease (see `microclaw.pipeline.router`)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Routes (JSON):
 - ``GET /health``: 200 ``{"ok": true}`` when healthy, 503 with ``problems`` otherwise.
-- ``GET /status``: the full status snapshot (see `microclaw.status`).
+- ``GET /status``: the full status snapshot (see `microclaw.runtime.status`).
 - ``POST /api/chat`` ``{"text", "chat_id"?, "client_id"?, "sender_name"?}``: a local message;
   answers 202 once it is durable, 400 with ``error`` and ``field`` for bad input (audited).
 - ``GET /api/chat/replies?after=ID&chat_id=C&wait=S``: replies with id > ``after``, waiting up

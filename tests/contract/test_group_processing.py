@@ -1,6 +1,6 @@
 """Contract §1.5, §3, §9.5 and checklist 11.6-11.8: the group processing rules on database leases.
 
-In-process against `microclaw.router.process_group` on a real SQLite file (the rules not already
+In-process against `microclaw.pipeline.router.process_group` on a real SQLite file (the rules not already
 pinned by tests/unit/test_router.py), then with real Celery worker processes: a router pool of
 2 serving 3 busy groups, and a due scheduled task running before its group's messages.
 """
@@ -617,7 +617,7 @@ def test_a_pre_check_script_without_a_sandbox_fails_the_run_and_is_not_retried(e
     with write_tx(engine) as conn:
         tasks.update_task(conn, "t1", script="echo '{\"wakeAgent\": true}'")
     claim_due_tasks(engine, timezone="UTC", now=T0)
-    deps = router_deps(engine, tmp_path)  # the scripted (offline) agent, as workers.context builds it
+    deps = router_deps(engine, tmp_path)  # the scripted (offline) agent, as the composition root builds it
     process_group(deps, "fake:g")
     process_group(deps, "fake:g")
     assert outbox_rows(engine) == []

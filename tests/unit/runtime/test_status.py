@@ -1,4 +1,4 @@
-"""The sandbox part of microclaw.status: what the sandbox worker's readiness row turns into."""
+"""The sandbox part of microclaw.runtime.status: what the sandbox worker's readiness row turns into."""
 
 from __future__ import annotations
 

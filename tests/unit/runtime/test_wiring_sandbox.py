@@ -1,4 +1,4 @@
-"""microclaw.wiring's sandbox builders: config from settings, credentials from the environment,
+"""microclaw.runtime.wiring's sandbox builders: config from settings, credentials from the environment,
 and the audit adapter (decisions, the group folder, redaction) on a real SQLite file. The
 connector builders are in test_wiring.py."""
 
