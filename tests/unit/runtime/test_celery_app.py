@@ -1,0 +1,71 @@
+"""microclaw.runtime.celery_app: the app factory, beat's fixed schedule and the Publisher,
+against a real SQLite broker file (published messages are read back from it)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sqlite3
+
+from microclaw.broker.transport import queue_depths, sqlite_path
+from microclaw.config import Settings
+from microclaw.runtime import queues
+from microclaw.runtime.celery_app import TASK_MODULES, Publisher, beat_schedule, create_app
+
+
+def _published(settings: Settings) -> list[tuple[str, str, list[object]]]:
+    """(queue, task name, args) of every message in the broker file, oldest first."""
+    with sqlite3.connect(sqlite_path(settings.broker.url)) as db:
+        rows = db.execute(
+            "SELECT q.name, m.payload FROM kombu_message m JOIN kombu_queue q ON q.id = m.queue_id"
+            " ORDER BY m.id"
+        ).fetchall()
+    out = []
+    for queue, payload in rows:
+        message = json.loads(payload)
+        body = json.loads(base64.b64decode(message["body"]))
+        out.append((queue, message["headers"]["task"], body[0]))
+    return out
+
+
+def test_publisher_sends_each_wake_up_to_its_queue(settings: Settings) -> None:
+    settings.data_dir.mkdir(parents=True)  # the broker file lives there
+    app = create_app(settings)
+    publish = Publisher(app)
+    publish.kick("tg:1")
+    publish.deliver("tg:1")
+    publish.typing("tg:2")
+    assert _published(settings) == [
+        (queues.ROUTER, queues.KICK, ["tg:1"]),
+        (queues.OUTBOUND, queues.DELIVER, ["tg:1"]),
+        (queues.OUTBOUND, queues.TYPING, ["tg:2"]),
+    ]
+    assert queue_depths(settings.broker.url) == {queues.ROUTER: 1, queues.OUTBOUND: 2}
+
+
+def test_the_factory_does_not_become_the_current_app_unless_asked(settings: Settings) -> None:
+    from celery import current_app
+
+    app = create_app(settings)
+    assert current_app is not app
+    assert app.conf.imports == TASK_MODULES
+    assert app.conf.microclaw_settings is settings
+    assert app.conf.worker_concurrency == settings.router.concurrency
+    # No fanout on the SQLite broker: remote control stays off there.
+    assert app.conf.worker_enable_remote_control is (not settings.broker.is_sqlite)
+
+
+def test_beat_schedule_runs_maintenance_on_its_queue_and_the_idle_stop_on_the_sandbox(
+    settings: Settings,
+) -> None:
+    schedule = beat_schedule(settings)
+    assert {name: entry["task"] for name, entry in schedule.items()} == {
+        "scheduler-tick": queues.TICK,
+        "sweeper": queues.SWEEP,
+        "cleanup": queues.CLEANUP,
+        "sandbox-stop-idle": queues.SANDBOX_STOP_IDLE,
+    }
+    assert schedule["sandbox-stop-idle"]["options"]["queue"] == queues.SANDBOX
+    for name in ("scheduler-tick", "sweeper", "cleanup"):
+        assert schedule[name]["options"]["queue"] == queues.MAINTENANCE
+    assert schedule["sweeper"]["schedule"].total_seconds() == settings.beat.sweep_interval_s
