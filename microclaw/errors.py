@@ -18,6 +18,7 @@
     │   └── PermanentSandboxError
     │       └── SandboxUnavailable       no isolation backend: nothing ever runs unisolated
     └── PolicyDenied                     an action the running group may not take (audited)
+        └── UnsafePath                   a container-writable path is a link or not a plain file
 
 Facts ride on attributes (``retry_after``, ``chat_id``, ``group``, ``key``, ``field``); no caller
 parses ``str(exc)``. Every class carries ``transient`` so generic code can decide without
@@ -137,3 +138,15 @@ class PolicyDenied(MicroClawError):
         self.action = action
         self.reason = reason
         self.group = group
+
+
+class UnsafePath(PolicyDenied):
+    """Host code refused a path under a container-writable directory (a group folder): a
+    component is a symbolic link, or not the directory or regular file expected. Nothing was
+    read or written through it. ``path`` is relative to its root, ``problem`` says what it is
+    (``is a symbolic link``); callers set ``group`` when they know it."""
+
+    def __init__(self, path: str, problem: str, *, group: str | None = None) -> None:
+        super().__init__("host file access", f"{path} {problem}", group=group)
+        self.path = path
+        self.problem = problem
