@@ -103,6 +103,7 @@ def measure(stack: Stack, provider: Any, model_timer: Any, runs: int, steps: int
         assistant_name="Andy",
         engine=stack.engine,
         groups_dir=stack.settings.groups_dir,
+        archive_dir=stack.settings.data_dir / "conversations",
         timezone="UTC",
         sandbox=sandbox,
     )

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from microclaw.agent.memory import AgentMemory, Session, memory_sections
+from microclaw.agent.memory import AgentMemory, Session
 from microclaw.agent.precheck import PrecheckResult, precheck_prompt
 from microclaw.agent.providers.base import BaseProvider, ChatTurn, Usage
 from microclaw.agent.tools.base import Toolbox, ToolContext
@@ -165,7 +165,7 @@ class Agent:
             if memory is not None
             else Session(None, [])
         )
-        sections = memory_sections(memory.groups_dir, request.group_folder, request.is_main) if memory else []
+        sections = memory.sections(request.chat_jid, request.group_folder, request.is_main) if memory else []
         system = system_prompt(self.assistant_name, request, sections, tools=self.toolbox is not None)
         schemas = self.toolbox.schemas() if self.toolbox is not None else []
         ctx = ToolContext(request.chat_jid, request.group_folder, request.is_main, request.run_id)

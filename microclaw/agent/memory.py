@@ -2,15 +2,19 @@
 
 - Memory files (contract §9.7): ``groups/<folder>/CLAUDE.md`` is the group's memory; for
   non-main groups ``groups/global/CLAUDE.md`` is appended read-only. Both go into the system
-  prompt (capped); the agent edits its own through the sandbox file tools.
+  prompt (capped); the agent edits its own through the sandbox file tools. Group folders are
+  written by containers, so they are read through `microclaw.safefs`: a memory file that is a
+  link (``CLAUDE.md -> /proc/self/environ``), sits under a linked directory or is not a regular
+  file is skipped, never followed, with a warning and an ``fs.refused`` audit row.
 - Sessions: the group's conversation (`microclaw.store.sessions`) is loaded before a run and
   the run's turns appended after it. Scheduled tasks use the group's session when their
   ``context_mode`` is ``group`` and a fresh, unsaved one when ``isolated``. A missing session
   starts fresh; a corrupt one is replaced by a fresh one (logged and audited).
 - Compaction: when a session grows past ``history_token_budget`` (estimated tokens), the turns
   before the newest ``keep_recent_turns`` are summarized by the model, the whole transcript is
-  archived as Markdown under ``groups/<folder>/conversations/``, and the group moves to a new
-  session holding the summary and the recent turns. A failed summary keeps the session as is.
+  archived as Markdown under ``<archive_dir>/<folder>/`` (``<data_dir>/conversations/``, which
+  no container mounts; never inside the group folder), and the group moves to a new session
+  holding the summary and the recent turns. A failed summary keeps the session as is.
 - Spend: `record_usage` and `tokens_today` over `microclaw.store.usage`.
 
 Does not call tools or decide when the loop stops (`microclaw.agent.loop` does).
@@ -19,14 +23,17 @@ Does not call tools or decide when the loop stops (`microclaw.agent.loop` does).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import Engine
 
+from microclaw import safefs
 from microclaw.agent.providers.base import BaseProvider, ChatTurn, Usage
-from microclaw.core.groups import resolve_group_folder_path
+from microclaw.core.groups import is_valid_group_folder
+from microclaw.errors import UnsafePath
 from microclaw.store import audit, runs, sessions, usage
 from microclaw.store.db import read_tx, write_tx
 
@@ -43,31 +50,52 @@ _SUMMARIZE = (
 )
 
 
-def read_memory_file(path: Path) -> str | None:
-    """The file's text (capped), or None when it is missing or unreadable."""
+# Bytes read from a memory file at most: enough for MAX_MEMORY_CHARS of any UTF-8 text.
+MAX_MEMORY_BYTES = MAX_MEMORY_CHARS * 4 + 1
+OnRefused = Callable[[UnsafePath], None]
+
+
+def memory_text(data: bytes | None) -> str | None:
+    """A memory file's bytes as prompt text (capped), or None when missing or empty."""
+    text = (data or b"").decode("utf-8", errors="replace").strip()
+    if not text:
+        return None
+    if len(text) > MAX_MEMORY_CHARS:
+        text = text[:MAX_MEMORY_CHARS] + "\n[... memory file truncated]"
+    return text
+
+
+def read_memory_file(
+    groups_dir: Path, parts: tuple[str, ...], on_refused: OnRefused | None = None
+) -> str | None:
+    """``groups_dir/parts...`` as prompt text, read without following links (`safefs`).
+
+    None when missing, unreadable or refused; a refusal goes to ``on_refused`` first.
+    """
     try:
-        data = path.read_text(encoding="utf-8", errors="replace")
+        return memory_text(safefs.read_file(groups_dir, parts, max_bytes=MAX_MEMORY_BYTES))
+    except UnsafePath as exc:
+        if on_refused is not None:
+            on_refused(exc)
+        return None
     except OSError:
         return None
-    data = data.strip()
-    if not data:
-        return None
-    if len(data) > MAX_MEMORY_CHARS:
-        data = data[:MAX_MEMORY_CHARS] + "\n[... memory file truncated]"
-    return data
 
 
-def memory_sections(groups_dir: Path, folder: str, is_main: bool) -> list[tuple[str, str]]:
+def memory_sections(
+    groups_dir: Path, folder: str, is_main: bool, *, on_refused: OnRefused | None = None
+) -> list[tuple[str, str]]:
     """(title, text) for the memory files that go into this group's system prompt."""
     out: list[tuple[str, str]] = []
     if not is_main:
-        shared = read_memory_file(groups_dir / "global" / MEMORY_FILE)
+        shared = read_memory_file(groups_dir, ("global", MEMORY_FILE), on_refused)
         if shared:
             out.append(("Shared memory (read-only)", shared))
-    try:
-        own = read_memory_file(resolve_group_folder_path(folder, groups_dir) / MEMORY_FILE)
-    except ValueError:
-        own = None
+    own = (
+        read_memory_file(groups_dir, (folder, MEMORY_FILE), on_refused)
+        if is_valid_group_folder(folder)
+        else None
+    )
     if own:
         out.append(("This group's memory (your CLAUDE.md; edit it to remember things)", own))
     return out
@@ -117,13 +145,49 @@ class AgentMemory:
         engine: Engine,
         groups_dir: Path,
         *,
+        archive_dir: Path,
         history_token_budget: int = 60_000,
         keep_recent_turns: int = 8,
     ) -> None:
         self.engine = engine
         self.groups_dir = Path(groups_dir)
+        self.archive_dir = Path(archive_dir)
         self.history_token_budget = history_token_budget
         self.keep_recent_turns = keep_recent_turns
+
+    # -- memory files -----------------------------------------------------------------------
+
+    def sections(self, chat_jid: str, folder: str, is_main: bool) -> list[tuple[str, str]]:
+        """`memory_sections` for a run, each refused file logged and audited."""
+        return memory_sections(
+            self.groups_dir,
+            folder,
+            is_main,
+            on_refused=lambda exc: self.refused(exc, chat_jid, folder, "memory"),
+        )
+
+    def refused(self, exc: UnsafePath, chat_jid: str | None, folder: str, use: str) -> None:
+        """Log and audit a path refused by `safefs`; the run goes on without it."""
+        logger.warning(
+            "refused %s file %s: %s",
+            use,
+            exc.path,
+            exc.problem,
+            extra={"group": folder, "chat_jid": chat_jid},
+        )
+        try:
+            audit.record_now(
+                self.engine,
+                "fs.refused",
+                chat_jid=chat_jid,
+                decision="deny",
+                group=folder,
+                use=use,
+                path=exc.path,
+                problem=exc.problem,
+            )
+        except Exception:
+            logger.warning("could not audit a refused path", exc_info=True, extra={"group": folder})
 
     # -- sessions ---------------------------------------------------------------------------
 
@@ -197,7 +261,7 @@ class AgentMemory:
         summary = (completion.text or "").strip()
         if not summary:
             return completion.usage
-        archive = self._archive(folder, session.session_id, turns)
+        archive = self._archive(chat_jid, folder, session.session_id, turns)
         seeded = [
             ChatTurn("user", SUMMARY_PREFIX + summary),
             ChatTurn("assistant", SUMMARY_ACK),
@@ -217,17 +281,25 @@ class AgentMemory:
         logger.info("compacted %d turns into a summary", cut, extra={"chat_jid": chat_jid})
         return completion.usage
 
-    def _archive(self, folder: str, session_id: str, turns: list[ChatTurn]) -> Path | None:
+    def _archive(self, chat_jid: str, folder: str, session_id: str, turns: list[ChatTurn]) -> Path | None:
+        """Write the transcript to ``<archive_dir>/<folder>/``, a new file, never through a link."""
+        stamp = datetime.now(tz=UTC).strftime("%Y%m%d-%H%M%S")
+        name = f"{stamp}-{session_id[:8]}.md"
+        data = f"# Conversation {session_id}\n\n{transcript(turns)}\n".encode()
         try:
-            directory = resolve_group_folder_path(folder, self.groups_dir) / "conversations"
-            directory.mkdir(parents=True, exist_ok=True)
-            stamp = datetime.now(tz=UTC).strftime("%Y%m%d-%H%M%S")
-            path = directory / f"{stamp}-{session_id[:8]}.md"
-            path.write_text(f"# Conversation {session_id}\n\n{transcript(turns)}\n", encoding="utf-8")
-            return path
-        except (OSError, ValueError):
-            logger.warning("could not archive the transcript before compaction", exc_info=True)
+            if not is_valid_group_folder(folder):
+                raise ValueError(f"invalid group folder {folder!r}")
+            if not safefs.write_new_file(self.archive_dir, (folder, name), data):
+                raise FileExistsError(name)
+        except UnsafePath as exc:
+            self.refused(exc, chat_jid, folder, "archive")
             return None
+        except (OSError, ValueError):
+            logger.warning(
+                "could not archive the transcript before compaction", exc_info=True, extra={"group": folder}
+            )
+            return None
+        return self.archive_dir / folder / name
 
     # -- spend ------------------------------------------------------------------------------
 

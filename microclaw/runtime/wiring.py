@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from celery import Celery
 from sqlalchemy import Engine
 
+from microclaw import safefs
 from microclaw.agent.loop import Agent, AgentLimits, AgentRequest, AgentResult, run_agent
 from microclaw.agent.memory import AgentMemory
 from microclaw.agent.precheck import audited_precheck
@@ -37,7 +38,7 @@ from microclaw.config import AgentSettings, Settings
 from microclaw.connectors import CONNECTORS
 from microclaw.connectors.base import BaseConnector, ConnectorSettings, Secrets
 from microclaw.core.senders import SenderAllowlist, load_sender_allowlist
-from microclaw.errors import ConfigError
+from microclaw.errors import ConfigError, UnsafePath
 from microclaw.pipeline.delivery import DeliveryDeps
 from microclaw.pipeline.router import AgentFn, RouterConfig, RouterDeps
 from microclaw.registry import load_class
@@ -58,6 +59,12 @@ OFFLINE_PROVIDERS = frozenset({"", "none", "scripted"})
 
 def app_engine(settings: Settings) -> Engine:
     return create_sqlite_engine(settings.store.db_path, busy_timeout_s=settings.store.busy_timeout_s)
+
+
+def conversations_dir(settings: Settings) -> Path:
+    """Where compaction archives transcripts: ``<data_dir>/conversations/<folder>/``, a
+    host-only directory (no container mounts it), not the container-writable group folder."""
+    return settings.data_dir / "conversations"
 
 
 def worker_name(role: str) -> str:
@@ -134,6 +141,7 @@ def build_agent_fn(
         assistant_name=settings.assistant_name,
         engine=engine,
         groups_dir=settings.groups_dir,
+        archive_dir=conversations_dir(settings),
         timezone=settings.timezone,
         sandbox=SandboxClient(app, settings.sandbox),
         publish_deliver=publish_deliver,
@@ -148,6 +156,7 @@ def build_agent(
     assistant_name: str,
     engine: Engine,
     groups_dir: Path,
+    archive_dir: Path,
     timezone: str,
     sandbox: SandboxCalls | None,
     publish_deliver: Callable[[str], object] | None = None,
@@ -177,6 +186,7 @@ def build_agent(
         memory=AgentMemory(
             engine,
             groups_dir,
+            archive_dir=archive_dir,
             history_token_budget=settings.history_token_budget,
             keep_recent_turns=settings.keep_recent_turns,
         ),
@@ -280,10 +290,33 @@ def bootstrap_database(settings: Settings) -> str:
                         is_main=not has_main,
                     )
                     logger.info("registered the local chat as a group", extra={"chat_jid": chat_id})
+            make_group_folder(engine, settings.groups_dir, folder)
         finally:
             engine.dispose()
-        (settings.groups_dir / folder).mkdir(parents=True, exist_ok=True)
     return revision
+
+
+def make_group_folder(engine: Engine, groups_dir: Path, folder: str) -> bool:
+    """Create ``groups_dir/folder`` without following links (`microclaw.safefs`).
+
+    False, with a warning and an ``fs.refused`` audit row, when the folder or what stands in
+    its place is a link or not a directory; nothing is created through it.
+    """
+    try:
+        safefs.ensure_dir(groups_dir, [folder])
+    except UnsafePath as exc:
+        logger.warning("refused group folder %s: %s", exc.path, exc.problem, extra={"group": folder})
+        record_now(
+            engine,
+            "fs.refused",
+            decision="deny",
+            group=folder,
+            use="group folder",
+            path=exc.path,
+            problem=exc.problem,
+        )
+        return False
+    return True
 
 
 # --- sandbox (the sandbox worker only) ----------------------------------------------------

@@ -579,6 +579,7 @@ def test_a_pre_check_script_decides_whether_the_task_agent_wakes(engine, tmp_pat
         assistant_name="Andy",
         engine=engine,
         groups_dir=tmp_path / "groups",
+        archive_dir=tmp_path / "conversations",
         timezone="UTC",
         sandbox=sandbox,  # type: ignore[arg-type]
     )

@@ -57,6 +57,7 @@ class Harness:
             assistant_name="Andy",
             engine=self.engine,
             groups_dir=self.tmp / "groups",
+            archive_dir=self.tmp / "conversations",
             timezone="UTC",
             sandbox=self.sandbox,
             publish_deliver=self.published.append,
@@ -299,8 +300,9 @@ def test_compaction_summarizes_old_turns_and_archives_the_transcript(anthropic_h
         ingest(h.engine, envelope("fake:main", word))
         h.run("fake:main", history_token_budget=1000, keep_recent_turns=2)
     assert summaries and "I like tea" in summaries[0]
-    archived = list((h.tmp / "groups" / "main_g" / "conversations").glob("*.md"))
+    archived = list((h.tmp / "conversations" / "main_g").glob("*.md"))  # host-only, not the group folder
     assert any("I like tea" in path.read_text() for path in archived)
+    assert not (h.tmp / "groups" / "main_g" / "conversations").exists()
     ingest(h.engine, envelope("fake:main", "what do I like?"))
     h.run("fake:main", history_token_budget=1000, keep_recent_turns=2)
     chats = [r for r in h.server.requests if "You compress" not in json.dumps(r.get("system", ""))]

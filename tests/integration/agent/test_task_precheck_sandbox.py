@@ -81,6 +81,7 @@ def test_the_pre_check_script_runs_in_the_container_and_decides_the_model_call(s
         assistant_name="Andy",
         engine=engine,
         groups_dir=sb.groups_dir,
+        archive_dir=sb.groups_dir.parent / "conversations",
         timezone="UTC",
         sandbox=sb.client(),
     )

@@ -119,7 +119,7 @@ def test_compaction_never_separates_a_tool_call_from_its_result() -> None:
 
 
 def test_isolated_scheduled_task_has_no_session(engine, tmp_path: Path) -> None:
-    memory = AgentMemory(engine, tmp_path)
+    memory = AgentMemory(engine, tmp_path, archive_dir=tmp_path / "conversations")
     session = memory.open("fake:g", "g", is_scheduled_task=True, run_id=None)
     assert session.session_id is None and session.history == []
     first = memory.open("fake:g", "g", is_scheduled_task=False, run_id=None)

@@ -153,6 +153,7 @@ def agent(engine, tmp_path: Path, sandbox: CannedSandbox | None, provider: Recor
         assistant_name="Andy",
         engine=engine,
         groups_dir=tmp_path / "groups",
+        archive_dir=tmp_path / "conversations",
         timezone="UTC",
         sandbox=sandbox,  # type: ignore[arg-type]
     )
