@@ -276,7 +276,7 @@ def migrate() -> None:
 @click.option("--trigger", default=None, help="Its trigger word (default: the configured trigger).")
 @click.option("--no-trigger-required", is_flag=True, help="Answer every message, not only triggered ones.")
 def register_group(jid: str, name: str, folder: str, trigger: str | None, no_trigger_required: bool) -> None:
-    from microclaw.runtime.wiring import app_engine, bootstrap_database
+    from microclaw.runtime.wiring import app_engine, bootstrap_database, make_group_folder
     from microclaw.store import groups
     from microclaw.store.db import write_tx
 
@@ -297,10 +297,12 @@ def register_group(jid: str, name: str, folder: str, trigger: str | None, no_tri
                 trigger=trigger or settings.trigger,
                 requires_trigger=False if no_trigger_required else None,
             )
+        made = make_group_folder(engine, settings.groups_dir, group.folder)
     except ValueError as exc:
         fail(str(exc))
     finally:
         engine.dispose()
-    (settings.groups_dir / group.folder).mkdir(parents=True, exist_ok=True)
+    if not made:
+        fail(f"{settings.groups_dir / group.folder} is a link or not a directory; remove it and run again")
     needs = "every message" if no_trigger_required else f"messages starting with {group.trigger}"
     console.print(f"registered {jid} as {name!r} (folder {group.folder}); the assistant answers {needs}")

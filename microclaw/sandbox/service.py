@@ -37,7 +37,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from microclaw.errors import PolicyDenied, SandboxError, SandboxUnavailable
+from microclaw import safefs
+from microclaw.errors import PolicyDenied, SandboxError, SandboxUnavailable, UnsafePath
 from microclaw.sandbox.base import (
     GROUP_MOUNT,
     WORKSPACE,
@@ -399,7 +400,10 @@ class SandboxService:
     def _build_spec(self, group: str, is_main: bool, extra: tuple[MountRequest, ...]) -> ContainerSpec:
         groups_dir = self.config.groups_dir.expanduser().absolute()
         folder = groups_dir / group
-        folder.mkdir(parents=True, exist_ok=True)
+        try:  # never created (or chowned below) through a link planted in its place
+            safefs.ensure_dir(groups_dir, [group])
+        except UnsafePath as exc:
+            self._deny(group, "sandbox.mount", exc.reason)
         self._make_writable(folder)
         global_dir = self.config.global_dir
         if is_main and global_dir is not None and global_dir.is_dir():

@@ -30,8 +30,9 @@ from typing import Any, ClassVar
 
 from sqlalchemy import Connection, Engine
 
+from microclaw import safefs
 from microclaw.agent.tools.base import BaseTool, ToolContext, ToolError
-from microclaw.core.groups import is_valid_group_folder, resolve_group_folder_path
+from microclaw.core.groups import is_valid_group_folder
 from microclaw.core.ipc import (
     can_manage_groups,
     can_manage_task,
@@ -39,7 +40,7 @@ from microclaw.core.ipc import (
     can_send_message,
     visible_tasks,
 )
-from microclaw.errors import PolicyDenied
+from microclaw.errors import PolicyDenied, UnsafePath
 from microclaw.pipeline import leases
 from microclaw.scheduler.schedule import first_run
 from microclaw.scheduler.tick import iso
@@ -339,8 +340,12 @@ class RegisterGroupTool(_HostTool):
             audit.record(
                 conn, "agent.register_group", chat_jid=ctx.chat_jid, decision="allow", jid=args["jid"]
             )
-        path = resolve_group_folder_path(folder, self.env.groups_dir)
-        (path / "logs").mkdir(parents=True, exist_ok=True)
+        try:
+            safefs.ensure_dir(self.env.groups_dir, [folder, "logs"])
+        except UnsafePath as exc:  # the toolbox audits the denial; the model hears why
+            logger.warning("refused group folder %s: %s", exc.path, exc.problem, extra={"group": folder})
+            exc.group = folder
+            raise
         return f"Group {args['name']} registered ({args['jid']} -> {folder})."
 
 

@@ -10,7 +10,15 @@ from microclaw import connectors as registry
 from microclaw.config import load_settings
 from microclaw.connectors.base import BaseConnector, ConnectorSettings
 from microclaw.errors import ConfigError
-from microclaw.runtime.wiring import build_connectors, connector_settings
+from microclaw.runtime.wiring import (
+    app_engine,
+    bootstrap_database,
+    build_connectors,
+    connector_settings,
+    make_group_folder,
+)
+from microclaw.store import audit
+from microclaw.store.db import read_tx
 
 
 class NeedsToken(BaseConnector):
@@ -115,3 +123,28 @@ def test_every_registered_connector_imports() -> None:
 
     for name in registry.CONNECTORS:
         assert issubclass(load_class(registry.CONNECTORS, name, "x"), BaseConnector)
+
+
+def test_bootstrap_never_creates_the_local_group_folder_through_a_link(
+    isolated_env, monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    monkeypatch.setenv("MICROCLAW_CONNECTORS__LOCAL__ENABLED", "true")
+    settings = load_settings()
+    settings.groups_dir.mkdir(parents=True)
+    (settings.groups_dir / "local_main").symlink_to(tmp_path / "outside" / "made-by-host")
+    bootstrap_database(settings)  # the boot goes on
+    assert not (tmp_path / "outside").exists()
+    engine = app_engine(settings)
+    try:
+        with read_tx(engine) as conn:
+            [row] = audit.recent(conn, kind="fs.refused")
+        assert row["detail"] == {
+            "group": "local_main",
+            "use": "group folder",
+            "path": "local_main",
+            "problem": "is a symbolic link",
+        }
+        assert make_group_folder(engine, settings.groups_dir, "other")
+        assert (settings.groups_dir / "other").is_dir()
+    finally:
+        engine.dispose()

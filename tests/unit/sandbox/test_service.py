@@ -244,3 +244,14 @@ def test_invalid_group_never_reaches_the_backend(env) -> None:
     with pytest.raises(ValueError):
         service.exec("global", ["true"])
     assert backend.specs == []
+
+
+def test_a_group_folder_that_is_a_link_is_never_mounted(env) -> None:
+    service, backend, events, _, tmp_path = env
+    (tmp_path / "groups" / "beta").mkdir(parents=True)
+    (tmp_path / "groups" / "alpha").symlink_to(tmp_path / "groups" / "beta")  # another group's files
+    with pytest.raises(PolicyDenied) as info:
+        service.exec("alpha", ["true"])
+    assert "alpha is a symbolic link" in info.value.reason
+    assert backend.specs == [] and backend.requests == []
+    assert ("sandbox.denied", "alpha") in [e[:2] for e in events]

@@ -98,6 +98,26 @@ def test_register_group_is_main_only_and_never_grants_main(box: Toolbox, engine,
     assert not use(box, MAIN, "refresh_groups").is_error
 
 
+def test_register_group_never_creates_folders_through_a_planted_link(
+    box: Toolbox, engine, tmp_path: Path
+) -> None:
+    # main's container cannot write groups/ itself, but a folder may already be a link (an
+    # import, a hand edit) or hold one at logs/: the host must not mkdir through either.
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "groups" / "team").mkdir(parents=True)
+    (tmp_path / "groups" / "team" / "logs").symlink_to(outside / "made-by-host")
+    (tmp_path / "groups" / "linked").symlink_to(outside)
+    for folder in ("team", "linked"):
+        args = {"jid": f"fake:{folder}", "name": folder, "folder": folder, "trigger": "@Andy"}
+        result = use(box, MAIN, "register_group", **args)
+        assert result.is_error and result.content.startswith("denied:") and "symbolic link" in result.content
+    assert list(outside.iterdir()) == []
+    with read_tx(engine) as conn:
+        denied = audit.recent(conn, kind="agent.tool_denied")
+    assert [r["detail"]["tool"] for r in denied] == ["register_group", "register_group"]
+
+
 def test_send_message_authorization_and_audit(box: Toolbox, engine) -> None:
     assert use(box, TEAM, "send_message", text="hi", chat_jid="fake:main").content.startswith("denied:")
     assert use(box, TEAM, "send_message", text="   ").content == "text must not be empty"
