@@ -22,8 +22,9 @@ Idempotent: a row that exists is left alone (messages by (id, chat), groups by j
 run logs by their content, sessions by folder), chats only gain a newer time or a missing
 channel/name, so a second run reports no new rows and changes nothing. A dry run does the same
 work and rolls it back. `copy_group_folders()` copies each imported group's folder (and
-``global``) without overwriting a file that exists. `run_command()` is the CLI front end (rich
-table, progress bar, exit code).
+``global``) without overwriting a file that exists and without following a link on either side
+(`microclaw.safefs`). `run_command()` is the CLI front end (rich table, progress bar, exit
+code; 1 when a destination was refused, each refusal printed and audited as ``fs.refused``).
 
 Does not touch the NanoClaw install, import its JSON state files (NanoClaw moved them into the
 store at its own start), or kick groups (the beat sweeper finds pending work by itself).
@@ -33,8 +34,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import sqlite3
+import stat
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -46,8 +49,10 @@ from urllib.parse import quote
 
 from sqlalchemy import Connection, Engine, func, insert, select, update
 
-from microclaw.core.groups import is_valid_group_folder, resolve_group_folder_path
-from microclaw.errors import PermanentStoreError
+from microclaw import safefs
+from microclaw.core.groups import is_valid_group_folder
+from microclaw.errors import PermanentStoreError, UnsafePath
+from microclaw.store import audit
 from microclaw.store.db import write_tx
 from microclaw.store.models import (
     Chat,
@@ -600,10 +605,23 @@ def _import_cursors(run: _Run) -> None:
 
 
 def copy_group_folders(
-    source_dir: Path, dest_dir: Path, folders: list[str], *, dry_run: bool = False
+    source_dir: Path,
+    dest_dir: Path,
+    folders: list[str],
+    *,
+    dry_run: bool = False,
+    on_refused: Callable[[str, UnsafePath], None] | None = None,
 ) -> TableCount:
     """Copy ``source_dir/<folder>/**`` into ``dest_dir/<folder>/`` for each folder (and
-    ``global`` when present), never overwriting a file that exists. Symlinks are skipped."""
+    ``global`` when present), never overwriting a file that exists.
+
+    Both trees were written by containers, so both go through `microclaw.safefs` and no link
+    is ever followed: in the source, links and special files are skipped (counted). In the
+    destination, a directory that is a link (or not a directory), at any depth, is refused:
+    nothing is written through it, the file counts as skipped and ``on_refused(folder, exc)``
+    hears of it. A new file is created exclusively (``O_EXCL``), so an existing name, whatever
+    it is, counts as already present and is left alone.
+    """
     if not source_dir.is_dir():
         raise NanoClawImportError(
             f"{source_dir}: not a directory (expected NanoClaw's groups/)", path=source_dir
@@ -612,30 +630,79 @@ def copy_group_folders(
     names = sorted(set(folders)) + (["global"] if (source_dir / "global").is_dir() else [])
     for name in names:
         # "global" is reserved for groups but is NanoClaw's shared memory folder; it is a literal.
-        src = source_dir / name if name == "global" else resolve_group_folder_path(name, source_dir)
-        dst = dest_dir / name if name == "global" else resolve_group_folder_path(name, dest_dir)
-        if not src.is_dir() or src.is_symlink():
+        if name != "global" and not is_valid_group_folder(name):
             continue
-        for path in sorted(src.rglob("*")):
-            if path.is_dir() and not path.is_symlink():
-                continue
+        for entry in _source_entries(source_dir, name):
             count.in_source += 1
-            if (
-                path.is_symlink()
-                or not path.is_file()
-                or any(p.is_symlink() for p in path.parents if p != src)
-            ):
-                count.skipped += 1
-                continue
-            target = dst / path.relative_to(src)
-            if target.exists() or target.is_symlink():
+            try:
+                outcome = _copy_entry(entry, dest_dir, (name, *entry.rel), dry_run=dry_run)
+            except UnsafePath as exc:
+                exc.group = name
+                if on_refused is not None:
+                    on_refused(name, exc)
+                outcome = "skipped"
+            if outcome == "imported":
+                count.imported += 1
+            elif outcome == "present":
                 count.already_present += 1
-                continue
-            if not dry_run:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(path, target)
-            count.imported += 1
+            else:
+                count.skipped += 1
     return count
+
+
+def _source_entries(source_dir: Path, name: str) -> Iterator[safefs.Entry]:
+    """The entries below ``source_dir/name``; none when it is missing or not a real directory."""
+    walker = safefs.walk(source_dir, [name])
+    try:
+        first = next(walker, None)
+    except (FileNotFoundError, UnsafePath):
+        return
+    if first is not None:
+        yield first
+        yield from walker
+
+
+def _copy_entry(entry: safefs.Entry, dest_dir: Path, parts: tuple[str, ...], *, dry_run: bool) -> str:
+    """``imported``, ``present`` or ``skipped`` (not a regular file in the source); raises
+    `UnsafePath` when the destination would be reached through a link."""
+    if entry.kind != "file":
+        return "skipped"
+    try:
+        src = safefs.open_file_at(entry.dir_fd, entry.name)
+    except (UnsafePath, FileNotFoundError):  # changed since it was listed
+        return "skipped"
+    with os.fdopen(src, "rb") as reader:
+        if dry_run:
+            return "present" if _exists(dest_dir, parts) else "imported"
+        dir_fd = safefs.open_dir(dest_dir, parts[:-1], create=True)
+        try:
+            out = safefs.create_file_at(dir_fd, parts[-1])
+        finally:
+            os.close(dir_fd)
+        if out is None:
+            return "present"
+        st = os.fstat(src)
+        with os.fdopen(out, "wb") as writer:
+            shutil.copyfileobj(reader, writer)
+            writer.flush()
+            os.fchmod(out, stat.S_IMODE(st.st_mode) & 0o777)
+            os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))
+    return "imported"
+
+
+def _exists(dest_dir: Path, parts: tuple[str, ...]) -> bool:
+    """Whether ``dest_dir/parts...`` exists (as anything), checked the way a copy would go."""
+    try:
+        dir_fd = safefs.open_dir(dest_dir, parts[:-1])
+    except FileNotFoundError:
+        return False
+    try:
+        os.stat(parts[-1], dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    finally:
+        os.close(dir_fd)
+    return True
 
 
 # --- command line --------------------------------------------------------------------------------
@@ -652,6 +719,7 @@ def run_command(
     from microclaw.store.db import create_sqlite_engine, migrate
 
     out, err = Console(), Console(stderr=True)
+    refused: dict[str, UnsafePath] = {}
     db_path: Path = settings.store.db_path
     scratch = None
     if dry_run and not db_path.exists():  # nothing to compare with: a throwaway empty database
@@ -688,8 +756,29 @@ def run_command(
                 )
             if groups_dir is not None:
                 report.counts["files"] = copy_group_folders(
-                    groups_dir, settings.groups_dir, report.group_folders, dry_run=dry_run
+                    groups_dir,
+                    settings.groups_dir,
+                    report.group_folders,
+                    dry_run=dry_run,
+                    on_refused=lambda folder, exc: refused.update({exc.path: exc}),
                 )
+                for refusal in refused.values():
+                    logger.warning(
+                        "refused to import into %s: %s",
+                        refusal.path,
+                        refusal.problem,
+                        extra={"group": refusal.group},
+                    )
+                    if not dry_run:
+                        audit.record_now(
+                            engine,
+                            "fs.refused",
+                            decision="deny",
+                            group=refusal.group,
+                            use="import",
+                            path=refusal.path,
+                            problem=refusal.problem,
+                        )
         finally:
             engine.dispose()
     except PermanentStoreError as exc:  # NanoClawImportError included
@@ -720,10 +809,16 @@ def run_command(
         out.print(f"older NanoClaw schema, missing columns filled with defaults/backfills: {missing}")
     for warning in report.warnings:
         err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    for refusal in refused.values():
+        err.print(
+            f"[bold red]error:[/] not copied: {settings.groups_dir / refusal.path} {refusal.problem}; "
+            "nothing was written through it (remove it and run the import again)",
+            highlight=False,
+        )
     if dry_run:
         out.print("dry run: nothing was written")
     else:
         out.print(
             f"{report.changed} new or updated rows" + (" (already up to date)" if not report.changed else "")
         )
-    return 0
+    return 1 if refused else 0

@@ -7,6 +7,7 @@ The NanoClaw databases are built here with NanoClaw's own CREATE/ALTER statement
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -534,6 +535,85 @@ def test_group_folders_are_copied_without_overwriting(tmp_path) -> None:
     assert not (dst / "unregistered").exists() and not (dst / "main" / "link").exists()
     again = copy_group_folders(src, dst, ["main"])
     assert (again.imported, again.already_present) == (0, 3)
+
+
+def _planted(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A NanoClaw groups/ to import, our groups/ with links planted in it, and where they point."""
+    src, dst, outside = tmp_path / "nc-groups", tmp_path / "ours", tmp_path / "outside"
+    (src / "main" / "logs").mkdir(parents=True)
+    (src / "main" / "CLAUDE.md").write_text("main memory")
+    (src / "main" / "logs" / "run.log").write_text("log")
+    (src / "team").mkdir()
+    (src / "team" / "CLAUDE.md").write_text("team memory")
+    outside.mkdir()
+    (dst / "main").mkdir(parents=True)
+    (dst / "main" / "logs").symlink_to(outside)  # an intermediate component of main/logs/run.log
+    (dst / "team").symlink_to(outside)  # the group folder itself
+    return src, dst, outside
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_group_files_are_never_copied_through_a_linked_destination_folder(tmp_path, dry_run: bool) -> None:
+    src, dst, outside = _planted(tmp_path)
+    refused: list[tuple[str, str, str]] = []
+    result = copy_group_folders(
+        src,
+        dst,
+        ["main", "team"],
+        dry_run=dry_run,
+        on_refused=lambda folder, exc: refused.append((folder, exc.path, exc.problem)),
+    )
+    assert list(outside.iterdir()) == []
+    assert (result.in_source, result.imported, result.skipped) == (3, 1, 2)
+    assert refused == [
+        ("main", "main/logs", "is a symbolic link"),
+        ("team", "team", "is a symbolic link"),
+    ]
+    assert (dst / "main" / "CLAUDE.md").exists() is not dry_run  # the safe part still copies
+
+
+def test_source_links_and_special_files_are_skipped_without_blocking(tmp_path) -> None:
+    src, dst, outside = tmp_path / "nc-groups", tmp_path / "ours", tmp_path / "outside"
+    (src / "main" / "sub").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "secret").write_text("host secret")
+    os.mkfifo(src / "main" / "pipe")  # no writer: opening it for reading would block
+    (src / "main" / "sub" / "up").symlink_to(outside)
+    (src / "main" / "sub" / "leak.md").symlink_to(outside / "secret")
+    (src / "main" / "ok.md").write_text("fine")
+    result = copy_group_folders(src, dst, ["main"])
+    assert (result.in_source, result.imported, result.skipped) == (4, 1, 3)
+    assert sorted(str(p.relative_to(dst)) for p in dst.rglob("*")) == ["main", "main/ok.md"]
+
+
+def test_cli_refuses_a_linked_destination_folder_clearly_and_audits_it(tmp_path) -> None:
+    env = base_env(tmp_path)
+    store_path = build_store(tmp_path / "messages.db", new=False)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    nc_groups = tmp_path / "nc-groups"
+    (nc_groups / "main" / "notes").mkdir(parents=True)
+    (nc_groups / "main" / "notes" / "todo.md").write_text("buy milk")
+    ours = tmp_path / "data" / "groups"
+    (ours / "main").mkdir(parents=True)
+    (ours / "main" / "notes").symlink_to(outside)
+
+    result = _cli([str(store_path), "--groups-dir", str(nc_groups)], env, tmp_path)
+
+    assert result.returncode == 1
+    stderr = " ".join(result.stderr.split())
+    assert f"not copied: {ours / 'main' / 'notes'} is a symbolic link" in stderr
+    assert "nothing was written through it" in stderr
+    assert list(outside.iterdir()) == []
+    assert table_row(result.stdout, "files") == ["files", "1", "0", "0", "0", "1"]
+    db = sqlite3.connect(tmp_path / "data" / "microclaw.db")
+    try:
+        rows = db.execute("SELECT decision, detail FROM audit_log WHERE kind = 'fs.refused'").fetchall()
+    finally:
+        db.close()
+    assert [(d, json.loads(detail)) for d, detail in rows] == [
+        ("deny", {"group": "main", "use": "import", "path": "main/notes", "problem": "is a symbolic link"})
+    ]
 
 
 def test_jid_channel_backfill_rules() -> None:
