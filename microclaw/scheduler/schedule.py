@@ -14,8 +14,11 @@ Three schedule types, as in NanoClaw:
   (MicroClaw's stand-in for NanoClaw's process-local time); with one it is that instant. There
   is no next run.
 
-Owns these rules, the validation that rejects a bad schedule with a ValueError naming the value,
-and the ``last_result`` summary stored after a run. All datetimes in and out are aware; naive
+Owns these rules, the validation that rejects a bad schedule with a ValueError naming the value
+(an instant past what a datetime can hold, year 9999, is such a ValueError too, never an
+OverflowError), the shortest gap between two runs of a schedule (`min_gap`, which the scheduling
+limits compare with ``scheduler.min_interval_s``), and the ``last_result`` summary stored after a
+run. All datetimes in and out are aware; naive
 inputs are read as UTC (SQLite hands back naive UTC), results are in UTC.
 
 Does not read the clock (``now`` is passed in), touch the store, or claim due runs (the beat tick
@@ -24,7 +27,9 @@ does that, advancing ``next_run`` with :func:`next_run` in the same transaction)
 
 from __future__ import annotations
 
+import itertools
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo
 
@@ -36,7 +41,10 @@ __all__ = [
     "INVALID_INTERVAL_RETRY",
     "LAST_RESULT_MAX_CHARS",
     "SCHEDULE_TYPES",
+    "ScheduleLimits",
+    "check_min_interval",
     "first_run",
+    "min_gap",
     "next_run",
     "truncate_result",
     "validate_schedule",
@@ -50,6 +58,38 @@ INVALID_INTERVAL_RETRY = timedelta(seconds=60)
 _DIGITS = re.compile(r"[0-9]+")
 # Bound on the occurrences skipped in one repeated fall-back span (per-second cron over 1-2 h).
 _MAX_CRON_SKIPS = 10_000
+
+
+@dataclass(frozen=True)
+class ScheduleLimits:
+    """Limits on scheduled tasks (``[scheduler]`` and ``agent.daily_token_budget``).
+
+    ``min_interval``: no schedule may run more often (zero: no limit). ``max_active_tasks``:
+    active tasks per group (0: no limit). ``daily_token_budget``: a group that used this many
+    tokens today (UTC) gets no scheduled runs until the day ends (0: no limit).
+    """
+
+    min_interval: timedelta = timedelta(seconds=60)
+    max_active_tasks: int = 50
+    daily_token_budget: int = 0
+
+
+def check_min_interval(schedule_type: str, schedule_value: str, min_interval: timedelta) -> None:
+    """Raise ValueError, naming both, when the schedule can run twice within ``min_interval``."""
+    gap = min_gap(schedule_type, schedule_value)
+    if gap is not None and gap < min_interval:
+        raise ValueError(
+            f"{schedule_type} {schedule_value!r} runs every {_seconds(gap)}; the shortest allowed gap "
+            f"between two runs is {_seconds(min_interval)} (scheduler.min_interval_s)"
+        )
+
+
+def _seconds(gap: timedelta) -> str:
+    return f"{gap.total_seconds():g} s"
+
+
+def _out_of_range(what: str, exc: Exception) -> ValueError:
+    return ValueError(f"{what} is out of range: it falls past the year 9999 ({exc})")
 
 
 def _unknown_type(schedule_type: str) -> ValueError:
@@ -112,7 +152,10 @@ def _parse_once(value: str, zone: tzinfo) -> datetime:
         # fold=0: an ambiguous local time is its first occurrence, a skipped one moves forward
         # by the gap (both as JavaScript's Date does).
         when = when.replace(tzinfo=zone)
-    return when.astimezone(UTC)
+    try:
+        return when.astimezone(UTC)
+    except OverflowError as exc:
+        raise _out_of_range(f"once timestamp {value!r}", exc) from exc
 
 
 def _is_second_pass(local: datetime) -> bool:
@@ -124,6 +167,13 @@ def _is_second_pass(local: datetime) -> bool:
 
 
 def _next_cron(expr: str, now: datetime, zone: tzinfo) -> datetime:
+    try:
+        return _next_cron_unguarded(expr, now, zone)
+    except OverflowError as exc:
+        raise _out_of_range(f"the next run of cron expression {expr!r}", exc) from exc
+
+
+def _next_cron_unguarded(expr: str, now: datetime, zone: tzinfo) -> datetime:
     it = _croniter(expr, _aware(now).astimezone(zone))
     hours_restricted = it.expanded[1] != ["*"]
     candidate: datetime = it.get_next(datetime)
@@ -156,7 +206,11 @@ def first_run(schedule_type: str, schedule_value: str, now: datetime, timezone: 
     if schedule_type == "cron":
         return _next_cron(_parse_cron(schedule_value), now, zone)
     if schedule_type == "interval":
-        return (now + _parse_interval(schedule_value)).astimezone(UTC)
+        step = _parse_interval(schedule_value)
+        try:
+            return (now + step).astimezone(UTC)
+        except OverflowError as exc:
+            raise _out_of_range(f"interval {schedule_value!r} from {now.isoformat()}", exc) from exc
     if schedule_type == "once":
         return _parse_once(schedule_value, zone)
     raise _unknown_type(schedule_type)
@@ -177,8 +231,8 @@ def next_run(
       missed slots are skipped and the original grid is kept (``now + ms`` when ``scheduled_at``
       is None). An invalid stored interval gives ``now + 60 s``, the reference's guard.
 
-    Raises ValueError for an unknown type, an invalid cron expression or an invalid timezone
-    (not for ``once``, which never looks at its value again).
+    Raises ValueError for an unknown type, an invalid cron expression, an invalid timezone or
+    a next run past the year 9999 (not for ``once``, which never looks at its value again).
     """
     if schedule_type == "once":
         return None
@@ -193,8 +247,44 @@ def next_run(
     except ValueError:
         return (now + INVALID_INTERVAL_RETRY).astimezone(UTC)
     anchor = now if scheduled_at is None else _aware(scheduled_at)
-    slots = max(1, (now - anchor) // step + 1)
-    return (anchor + slots * step).astimezone(UTC)
+    try:
+        slots = max(1, (now - anchor) // step + 1)
+        return (anchor + slots * step).astimezone(UTC)
+    except OverflowError as exc:
+        what = f"the next run of interval {schedule_value!r} after {anchor.isoformat()}"
+        raise _out_of_range(what, exc) from exc
+
+
+def min_gap(schedule_type: str, schedule_value: str) -> timedelta | None:
+    """The shortest time between two consecutive runs of a valid schedule; None for ``once``.
+
+    interval: the interval. cron: the smallest gap between two of the times of day its second,
+    minute and hour fields allow, or across midnight between the last and the first of them
+    (consecutive matching days assumed, so the answer is never more than the real gap). The
+    day, month and weekday fields only make runs rarer. Raises ValueError for an invalid
+    schedule or an unknown type.
+    """
+    if schedule_type == "once":
+        return None
+    if schedule_type == "interval":
+        return _parse_interval(schedule_value)
+    if schedule_type != "cron":
+        raise _unknown_type(schedule_type)
+    expr = _parse_cron(schedule_value)
+    fields = _croniter(expr, datetime(2000, 1, 1, tzinfo=UTC)).expanded
+    minutes, hours = _values(fields[0], 60), _values(fields[1], 24)
+    seconds = _values(fields[5], 60) if len(fields) > 5 else [0]
+    times = sorted({h * 3600 + m * 60 + s for h in hours for m in minutes for s in seconds})
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    gaps.append(86_400 - (times[-1] - times[0]))
+    return timedelta(seconds=min(gaps))
+
+
+def _values(field: list[object], size: int) -> list[int]:
+    """A croniter-expanded field as numbers (``*`` is every value)."""
+    if field == ["*"]:
+        return list(range(size))
+    return sorted({int(str(v)) for v in field if str(v).isdigit()}) or [0]
 
 
 def truncate_result(result: str | None, error: str | None) -> str:
