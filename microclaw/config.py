@@ -252,6 +252,15 @@ class BeatSettings(SettingsTable):
     stale_after_s: float = Field(10.0, ge=0.1)
 
 
+class SchedulerSettings(SettingsTable):
+    """Limits on scheduled tasks (NanoClaw has none; see docs/security/tasks.md)."""
+
+    section: ClassVar[str] = "scheduler"
+
+    min_interval_s: float = Field(60.0, ge=0)
+    max_active_tasks_per_group: int = Field(50, ge=0)
+
+
 class AgentSettings(SettingsTable):
     """The ``[agent]`` table plus the provider's credentials from the environment.
 
@@ -487,6 +496,7 @@ class Settings(SettingsTable):
     router: RouterSettings
     outbound: OutboundSettings
     beat: BeatSettings
+    scheduler: SchedulerSettings
     agent: AgentSettings
     http: HttpSettings
     logging: LoggingSettings

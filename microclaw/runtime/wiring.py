@@ -19,6 +19,7 @@ import os
 import socket
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +44,7 @@ from microclaw.pipeline.delivery import DeliveryDeps
 from microclaw.pipeline.router import AgentFn, RouterConfig, RouterDeps
 from microclaw.registry import load_class
 from microclaw.sandbox.client import SandboxClient
+from microclaw.scheduler.schedule import ScheduleLimits
 from microclaw.store import groups
 from microclaw.store.audit import record_now
 from microclaw.store.db import create_sqlite_engine, migrate, write_tx
@@ -146,6 +148,16 @@ def build_agent_fn(
         sandbox=SandboxClient(app, settings.sandbox),
         publish_deliver=publish_deliver,
         lease_ttl_ms=int(settings.router.lease_ttl_s * 1000),
+        schedule_limits=schedule_limits(settings),
+    )
+
+
+def schedule_limits(settings: Settings) -> ScheduleLimits:
+    """The limits on scheduled tasks: ``[scheduler]`` plus the agent's daily token budget."""
+    return ScheduleLimits(
+        min_interval=timedelta(seconds=settings.scheduler.min_interval_s),
+        max_active_tasks=settings.scheduler.max_active_tasks_per_group,
+        daily_token_budget=settings.agent.daily_token_budget,
     )
 
 
@@ -161,6 +173,7 @@ def build_agent(
     sandbox: SandboxCalls | None,
     publish_deliver: Callable[[str], object] | None = None,
     lease_ttl_ms: int = 60_000,
+    schedule_limits: ScheduleLimits | None = None,
 ) -> Agent:
     """The agent for one worker process: host tools always, sandbox tools when a client is given.
 
@@ -173,6 +186,7 @@ def build_agent(
         groups_dir=groups_dir,
         lease_ttl_ms=lease_ttl_ms,
         publish_deliver=publish_deliver,
+        limits=schedule_limits,
     )
     tools: list[BaseTool] = [*(sandbox_tools(sandbox) if sandbox is not None else []), *host_tools(env)]
 

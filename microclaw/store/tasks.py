@@ -7,9 +7,9 @@ empty patch changes nothing; `delete_task` removes the task's run logs before th
 are ordered by ``created_at`` newest first. Times are NanoClaw's ISO strings.
 
 Also the queries MicroClaw's scheduler needs: the due tasks (`due_tasks`, and `has_due` for
-beat's once-a-second look), the next few runs (`next_scheduled`, for status) and a run's outcome
-on the task (`record_outcome`). This module is the one owner of ``scheduled_tasks`` and
-``task_run_logs``.
+beat's once-a-second look), a group's active tasks (`count_active`, for the per-group cap), the
+next few runs (`next_scheduled`, for status) and a run's outcome on the task (`record_outcome`).
+This module is the one owner of ``scheduled_tasks`` and ``task_run_logs``.
 
 Does not validate schedules or compute ``next_run`` (`microclaw.scheduler.schedule` does), claim
 due runs (`microclaw.scheduler.tick`), decide what a run leaves on its task
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, text, update
+from sqlalchemy import Connection, delete, func, insert, select, text, update
 
 from microclaw.store.models import ScheduledTask, TaskRunLog, table_of
 
@@ -32,6 +32,7 @@ __all__ = [
     "UPDATABLE_FIELDS",
     "Task",
     "TaskRun",
+    "count_active",
     "create_task",
     "delete_task",
     "due_tasks",
@@ -166,6 +167,14 @@ def get_tasks_for_group(conn: Connection, group_folder: str) -> list[Task]:
         select(_T).where(_T.c.group_folder == group_folder).order_by(_T.c.created_at.desc(), _T.c.id)
     )
     return [_to_task(r) for r in rows]
+
+
+def count_active(conn: Connection, group_folder: str) -> int:
+    """How many of the group's tasks are ``active`` (the per-group cap counts these)."""
+    query = (
+        select(func.count()).select_from(_T).where(_T.c.group_folder == group_folder, _T.c.status == "active")
+    )
+    return int(conn.execute(query).scalar_one())
 
 
 def get_all_tasks(conn: Connection) -> list[Task]:

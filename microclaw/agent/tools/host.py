@@ -7,6 +7,12 @@ own tasks (main: all), ``register_group`` / ``refresh_groups`` for main only, an
 never grants main. A refusal raises `PolicyDenied` (the `Toolbox` returns it to the model and
 audits it) and changes nothing; an allowed action is audited in the transaction that makes it.
 
+Scheduling limits (`ScheduleLimits`, from ``[scheduler]``; for every group, main included): a
+schedule that would run twice within ``min_interval`` is refused, and so is a new or resumed
+task past the group's ``max_active_tasks`` (counted on the group that owns the task, which is
+the target's group when main schedules for another chat). Both refusals are `PolicyDenied`. A
+schedule whose arithmetic falls past the year 9999 is an invalid schedule (`ToolError`).
+
 Writes made for a run are fenced by the run's lease token (read from its ``runs`` row), so a
 worker that lost the group's lease cannot send or schedule anything. ``send_message`` rows go
 to the outbox keyed ``run:<id>:msg:<n>``, which is what tells the router that output reached
@@ -42,7 +48,7 @@ from microclaw.core.ipc import (
 )
 from microclaw.errors import PolicyDenied, UnsafePath
 from microclaw.pipeline import leases
-from microclaw.scheduler.schedule import first_run
+from microclaw.scheduler.schedule import ScheduleLimits, check_min_interval, first_run
 from microclaw.scheduler.tick import iso
 from microclaw.store import audit, groups, messages, outbox, runs, tasks
 from microclaw.store.db import now_ms, read_tx, write_tx
@@ -54,7 +60,8 @@ _B36 = string.digits + string.ascii_lowercase
 
 class HostEnv:
     """What host tools need from the worker: the app database, the clock's zone, where group
-    folders live, the lease TTL used when fencing, and how to wake the outbound worker."""
+    folders live, the lease TTL used when fencing, how to wake the outbound worker, and the
+    scheduling limits (default: `ScheduleLimits`' defaults)."""
 
     def __init__(
         self,
@@ -65,6 +72,7 @@ class HostEnv:
         lease_ttl_ms: int = 60_000,
         publish_deliver: Callable[[str], object] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(tz=UTC),
+        limits: ScheduleLimits | None = None,
     ) -> None:
         self.engine = engine
         self.timezone = timezone
@@ -72,6 +80,25 @@ class HostEnv:
         self.lease_ttl_ms = lease_ttl_ms
         self.publish_deliver = publish_deliver
         self.clock = clock
+        self.limits = limits or ScheduleLimits()
+
+    def check_frequency(self, ctx: ToolContext, action: str, kind: str, value: str) -> None:
+        """PolicyDenied when the schedule runs more often than the minimum interval allows."""
+        try:
+            check_min_interval(kind, value, self.limits.min_interval)
+        except ValueError as exc:
+            raise _deny(ctx, action, str(exc)) from None
+
+    def check_capacity(self, conn: Connection, ctx: ToolContext, action: str, folder: str) -> None:
+        """PolicyDenied when ``folder`` already has the most active tasks a group may have."""
+        cap = self.limits.max_active_tasks
+        if cap and tasks.count_active(conn, folder) >= cap:
+            raise _deny(
+                ctx,
+                action,
+                f"group {folder!r} already has {cap} active tasks (scheduler.max_active_tasks_per_group); "
+                "pause or cancel one first",
+            )
 
     def fence(self, conn: Connection, ctx: ToolContext) -> None:
         """Prove the run still holds its group's lease (first thing in every write)."""
@@ -170,6 +197,7 @@ class ScheduleTaskTool(_HostTool):
             first = first_run(kind, value, self.env.clock(), self.env.timezone)
         except ValueError as exc:
             raise ToolError(f"invalid schedule: {exc}") from None
+        self.env.check_frequency(ctx, "schedule_task", kind, value)
         target = args.get("target_chat_jid") or ctx.chat_jid
         task_id = f"task-{int(time.time() * 1000)}-{''.join(secrets.choice(_B36) for _ in range(6))}"
         with write_tx(self.env.engine) as conn:
@@ -178,6 +206,7 @@ class ScheduleTaskTool(_HostTool):
                 raise _deny(
                     ctx, "schedule_task", f"group {ctx.group_folder!r} may not schedule for {target!r}"
                 )
+            self.env.check_capacity(conn, ctx, "schedule_task", registered[target])
             self.env.fence(conn, ctx)
             tasks.create_task(
                 conn,
@@ -232,11 +261,11 @@ class _ManageTaskTool(_HostTool):
             if not can_manage_task(ctx.group_folder, ctx.is_main, task.group_folder):
                 raise _deny(ctx, self.name, f"task {task_id!r} belongs to another group")
             self.env.fence(conn, ctx)
-            result = self.apply(conn, task, args)
+            result = self.apply(conn, ctx, task, args)
             audit.record(conn, f"agent.{self.name}", chat_jid=ctx.chat_jid, decision="allow", task_id=task_id)
         return result
 
-    def apply(self, conn: Connection, task: tasks.Task, args: dict[str, Any]) -> str:
+    def apply(self, conn: Connection, ctx: ToolContext, task: tasks.Task, args: dict[str, Any]) -> str:
         raise NotImplementedError
 
 
@@ -244,7 +273,7 @@ class PauseTaskTool(_ManageTaskTool):
     name: ClassVar[str] = "pause_task"
     description: ClassVar[str] = "Pause a scheduled task."
 
-    def apply(self, conn: Connection, task: tasks.Task, args: dict[str, Any]) -> str:
+    def apply(self, conn: Connection, ctx: ToolContext, task: tasks.Task, args: dict[str, Any]) -> str:
         tasks.update_task(conn, task.id, status="paused")
         return f"Task {task.id} paused."
 
@@ -253,7 +282,9 @@ class ResumeTaskTool(_ManageTaskTool):
     name: ClassVar[str] = "resume_task"
     description: ClassVar[str] = "Resume a paused task (its next run time is unchanged)."
 
-    def apply(self, conn: Connection, task: tasks.Task, args: dict[str, Any]) -> str:
+    def apply(self, conn: Connection, ctx: ToolContext, task: tasks.Task, args: dict[str, Any]) -> str:
+        if task.status != "active":
+            self.env.check_capacity(conn, ctx, self.name, task.group_folder)
         tasks.update_task(conn, task.id, status="active")
         return f"Task {task.id} resumed."
 
@@ -262,7 +293,7 @@ class CancelTaskTool(_ManageTaskTool):
     name: ClassVar[str] = "cancel_task"
     description: ClassVar[str] = "Cancel (delete) a scheduled task and its run history."
 
-    def apply(self, conn: Connection, task: tasks.Task, args: dict[str, Any]) -> str:
+    def apply(self, conn: Connection, ctx: ToolContext, task: tasks.Task, args: dict[str, Any]) -> str:
         tasks.delete_task(conn, task.id)
         return f"Task {task.id} cancelled."
 
@@ -283,7 +314,7 @@ class UpdateTaskTool(_ManageTaskTool):
         ["task_id"],
     )
 
-    def apply(self, conn: Connection, task: tasks.Task, args: dict[str, Any]) -> str:
+    def apply(self, conn: Connection, ctx: ToolContext, task: tasks.Task, args: dict[str, Any]) -> str:
         patch: dict[str, Any] = {k: args[k] for k in ("prompt", "script") if k in args}
         if "schedule_type" in args or "schedule_value" in args:
             kind = args.get("schedule_type", task.schedule_type)
@@ -292,6 +323,7 @@ class UpdateTaskTool(_ManageTaskTool):
                 first = first_run(kind, value, self.env.clock(), self.env.timezone)
             except ValueError as exc:
                 raise ToolError(f"invalid schedule: {exc}") from None
+            self.env.check_frequency(ctx, self.name, kind, value)
             patch.update(schedule_type=kind, schedule_value=value)
             if kind != "once":  # NanoClaw: once is not recomputed on update
                 patch["next_run"] = iso(first)

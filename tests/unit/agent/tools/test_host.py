@@ -11,6 +11,7 @@ import pytest
 from microclaw.agent.providers.base import ToolCall
 from microclaw.agent.tools.base import Toolbox, ToolContext, ToolResult
 from microclaw.agent.tools.host import HostEnv, host_tools
+from microclaw.scheduler.schedule import ScheduleLimits
 from microclaw.store import audit, groups, tasks
 from microclaw.store.db import read_tx, write_tx
 from tests.helpers import outbox_rows, register
@@ -130,3 +131,76 @@ def test_send_message_authorization_and_audit(box: Toolbox, engine) -> None:
     with write_tx(engine) as conn:
         kinds = [r["kind"] for r in audit.recent(conn)]
     assert kinds.count("agent.send_message") == 2 and kinds.count("agent.tool_denied") == 1
+
+
+# --- scheduling limits and far-future schedules (security) --------------------------------------
+
+
+def limited_box(engine, tmp_path: Path, **limits: Any) -> Toolbox:
+    env = HostEnv(
+        engine, timezone="America/New_York", groups_dir=tmp_path / "groups", clock=lambda: NOW,
+        limits=ScheduleLimits(**limits),
+    )  # fmt: skip
+    return Toolbox(host_tools(env), audit=lambda kind, **f: audit.record_now(engine, kind, **f))
+
+
+def active_tasks(engine, folder: str) -> int:
+    with read_tx(engine) as conn:
+        return tasks.count_active(conn, folder)
+
+
+def test_a_schedule_more_frequent_than_the_minimum_is_refused(box: Toolbox, engine) -> None:
+    for kind, value in [("interval", "1000"), ("interval", "59999"), ("cron", "* * * * * *")]:
+        result = use(box, TEAM, "schedule_task", prompt="spam", schedule_type=kind, schedule_value=value)
+        assert result.content.startswith("denied:") and "scheduler.min_interval_s" in result.content
+    assert active_tasks(engine, "team") == 0
+    ok = task_id(
+        use(box, TEAM, "schedule_task", prompt="p", schedule_type="cron", schedule_value="* * * * *")
+    )
+    spam = use(box, TEAM, "update_task", task_id=ok, schedule_type="interval", schedule_value="1000")
+    assert spam.content.startswith("denied:") and "scheduler.min_interval_s" in spam.content
+    with read_tx(engine) as conn:
+        unchanged = tasks.get_task(conn, ok)
+    assert unchanged is not None and (unchanged.schedule_type, unchanged.schedule_value) == (
+        "cron",
+        "* * * * *",
+    )
+    # Main is limited too: its agent reads untrusted text like any other.
+    assert use(
+        box, MAIN, "schedule_task", prompt="p", schedule_type="interval", schedule_value="1000"
+    ).content.startswith("denied:")
+
+
+def test_active_tasks_per_group_are_capped(engine, tmp_path: Path) -> None:
+    register(engine, "fake:main", folder="main_g", is_main=True)
+    register(engine, "fake:team", folder="team")
+    capped = limited_box(engine, tmp_path, max_active_tasks=2)
+    args = {"prompt": "p", "schedule_type": "interval", "schedule_value": "3600000"}
+    first, _second = (task_id(use(capped, TEAM, "schedule_task", **args)) for _ in range(2))
+    third = use(capped, TEAM, "schedule_task", **args)
+    assert third.content.startswith("denied:") and "max_active_tasks_per_group" in third.content
+    # Main scheduling for the team counts against the team (the task is the team's).
+    assert use(capped, MAIN, "schedule_task", target_chat_jid="fake:team", **args).content.startswith(
+        "denied:"
+    )
+    assert active_tasks(engine, "team") == 2
+    assert not use(capped, TEAM, "pause_task", task_id=first).is_error
+    task_id(use(capped, TEAM, "schedule_task", **args))  # a slot was freed
+    assert use(capped, TEAM, "resume_task", task_id=first).content.startswith("denied:")
+    assert active_tasks(engine, "team") == 2
+    with write_tx(engine) as conn:
+        kinds = [r["kind"] for r in audit.recent(conn)]
+    assert kinds.count("agent.tool_denied") == 3
+
+
+@pytest.mark.parametrize(
+    ("kind", "value"),
+    [("once", "9999-12-31T23:00:00"), ("interval", "315537897600000"), ("interval", "86399999999999999")],
+)
+def test_a_schedule_past_year_9999_is_a_clear_error(engine, tmp_path: Path, kind: str, value: str) -> None:
+    register(engine, "fake:team", folder="team")
+    box = limited_box(engine, tmp_path)
+    result = use(box, TEAM, "schedule_task", prompt="p", schedule_type=kind, schedule_value=value)
+    assert result.is_error and result.content.startswith("invalid schedule:"), result.content
+    assert "internal error" not in result.content
+    assert active_tasks(engine, "team") == 0
