@@ -276,6 +276,8 @@ def migrate() -> None:
 @click.option("--trigger", default=None, help="Its trigger word (default: the configured trigger).")
 @click.option("--no-trigger-required", is_flag=True, help="Answer every message, not only triggered ones.")
 def register_group(jid: str, name: str, folder: str, trigger: str | None, no_trigger_required: bool) -> None:
+    from sqlalchemy.exc import SQLAlchemyError
+
     from microclaw.runtime.wiring import app_engine, bootstrap_database, make_group_folder
     from microclaw.store import groups
     from microclaw.store.db import write_tx
@@ -289,6 +291,13 @@ def register_group(jid: str, name: str, folder: str, trigger: str | None, no_tri
     engine = app_engine(settings)
     try:
         with write_tx(engine) as conn:
+            others = (g.jid for g in groups.all_groups(conn) if g.folder == folder and g.jid != jid)
+            owner = next(others, None)
+            if owner is not None:
+                raise ValueError(
+                    f"folder {folder!r} is already used by {owner}; choose another --folder "
+                    "(nothing was registered)"
+                )
             group = groups.register_group(
                 conn,
                 jid=jid,
@@ -300,6 +309,8 @@ def register_group(jid: str, name: str, folder: str, trigger: str | None, no_tri
         made = make_group_folder(engine, settings.groups_dir, group.folder)
     except ValueError as exc:
         fail(str(exc))
+    except SQLAlchemyError as exc:  # the transaction rolled back: nothing was registered
+        fail(f"could not register {jid}: {getattr(exc, 'orig', None) or exc}")
     finally:
         engine.dispose()
     if not made:

@@ -48,10 +48,13 @@ from typing import Any
 from urllib.parse import quote
 
 from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from microclaw import safefs
 from microclaw.core.groups import is_valid_group_folder
-from microclaw.errors import PermanentStoreError, UnsafePath
+from microclaw.errors import PermanentStoreError, StoreError, UnsafePath
+from microclaw.scheduler.schedule import next_run, validate_schedule
+from microclaw.scheduler.tick import iso, parse_iso
 from microclaw.store import audit
 from microclaw.store.db import write_tx
 from microclaw.store.models import (
@@ -64,6 +67,7 @@ from microclaw.store.models import (
     TaskRunLog,
     table_of,
 )
+from microclaw.store.tasks import CONTEXT_MODES
 
 logger = logging.getLogger(__name__)
 
@@ -202,7 +206,7 @@ def open_source(path: Path) -> tuple[sqlite3.Connection, SourceSchema]:
             }
         )
     except sqlite3.DatabaseError as exc:
-        raise NanoClawImportError(f"{path}: unreadable SQLite database: {exc}", path=path) from exc
+        raise NanoClawImportError(f"{path}: {_source_problem(exc)}", path=path) from exc
     if not schema.has("messages", "id") or not schema.has("chats", "jid"):
         conn.close()
         found = ", ".join(sorted(names)) or "none"
@@ -267,6 +271,8 @@ class _Run:
     assistant_name: str
     report: ImportReport
     progress: Callable[[int, int], None] | None
+    timezone: str
+    now: datetime
     # chat -> newest seq imported in this run; chats that had messages before it
     imported_max_seq: dict[str, int] = field(default_factory=dict)
     chats_with_history: set[str] = field(default_factory=set)
@@ -286,12 +292,16 @@ def import_nanoclaw(
     assistant_name: str,
     dry_run: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    timezone: str = "UTC",
+    now: datetime | None = None,
 ) -> ImportReport:
     """Import a NanoClaw store into our (migrated) database; see the module docstring.
 
     ``assistant_name`` is NanoClaw's ASSISTANT_NAME (for the bot-message backfill of old
-    stores). ``progress(done, total)`` is called while messages are copied. Raises
-    `NanoClawImportError` when ``source`` is not a NanoClaw store.
+    stores); ``timezone`` reads task schedules, ``now`` (default: the clock) checks their next
+    runs. ``progress(done, total)`` is called while messages are copied. Raises
+    `NanoClawImportError` when ``source`` is not a NanoClaw store or cannot be read to the end
+    (corrupt, locked, a table missing a column); nothing is written then.
     """
     src, schema = open_source(source)
     report = ImportReport(
@@ -301,9 +311,10 @@ def import_nanoclaw(
         missing_columns=schema.missing_columns(),
         counts={t: TableCount(t) for t in REPORT_TABLES},
     )
+    moment = now or datetime.now(tz=UTC)
     try:
         with write_tx(engine) as conn:
-            run = _Run(src, schema, conn, assistant_name, report, progress)
+            run = _Run(src, schema, conn, assistant_name, report, progress, timezone, moment)
             _import_chats(run)
             _import_messages(run)
             _import_groups(run)
@@ -315,9 +326,21 @@ def import_nanoclaw(
                 raise _DryRun
     except _DryRun:
         pass
+    except sqlite3.DatabaseError as exc:  # the source only: our own database speaks SQLAlchemy
+        raise NanoClawImportError(f"{source}: {_source_problem(exc)}", path=source) from exc
     finally:
         src.close()
     return report
+
+
+def _source_problem(exc: sqlite3.DatabaseError) -> str:
+    """A one-line reason a NanoClaw store could not be read."""
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return f"the NanoClaw store is locked ({text}); stop NanoClaw and try again"
+    if isinstance(exc, sqlite3.OperationalError):
+        return f"not a NanoClaw store this importer understands: {text}"
+    return f"unreadable SQLite database: {text}"
 
 
 def _import_chats(run: _Run) -> None:
@@ -474,20 +497,66 @@ def _import_tasks(run: _Run) -> None:
         f"SELECT {_columns(run.schema, 'scheduled_tasks')} FROM scheduled_tasks ORDER BY created_at"
     ).fetchall()
     ours = set(run.conn.execute(select(_T.c.id)).scalars())
-    required = ("id", "group_folder", "chat_jid", "prompt", "schedule_type", "schedule_value", "created_at")
+    # Groups as they are here after _import_groups: chat jid -> folder.
+    registered = {r.jid: r.folder for r in run.conn.execute(select(_G.c.jid, _G.c.folder))}
     for row in rows:
         count.in_source += 1
         values = dict(row)
         if values["id"] in ours:
             count.already_present += 1
             continue
-        if any(values[c] is None for c in required):
+        problem = _task_problem(values, registered, run.timezone, run.now)
+        if problem is not None:
             count.skipped += 1
-            run.warn(f"scheduled task {values['id']} skipped: a required column is empty")
+            run.warn(f"scheduled task {values['id']!r} skipped: {problem}")
             continue
         run.conn.execute(insert(_T).values(**values))
         ours.add(values["id"])
         count.imported += 1
+
+
+_TASK_TEXT = ("id", "group_folder", "chat_jid", "prompt", "schedule_type", "schedule_value", "created_at")
+_TASK_STATUSES = (None, "active", "paused", "completed")
+
+
+def _task_problem(
+    values: dict[str, Any], registered: dict[str, str], timezone: str, now: datetime
+) -> str | None:
+    """Why a source task row must not be imported (None: it may), normalising it in place.
+
+    The row must name a group registered here with exactly that chat (a task runs with its
+    folder's powers, so main's folder paired with another chat is refused), carry a schedule
+    MicroClaw can compute, and stored times that parse and stay within the year 9999 (the next
+    run is rewritten in the canonical form, so SQL's string comparisons order it right).
+    """
+    if any(not isinstance(values[c], str) or not values[c] for c in _TASK_TEXT):
+        return "a required column is empty or not text"
+    if values["script"] is not None and not isinstance(values["script"], str):
+        return "its script is not text"
+    if values["status"] not in _TASK_STATUSES:
+        return f"unknown status {values['status']!r}"
+    folder, chat = values["group_folder"], values["chat_jid"]
+    if registered.get(chat) != folder:
+        owner = registered.get(chat)
+        return f"its chat {chat!r} is not the chat registered to folder {folder!r} " + (
+            f"(that chat belongs to {owner!r})" if owner else "(that chat is not a registered group)"
+        )
+    try:
+        validate_schedule(values["schedule_type"], values["schedule_value"], timezone)
+        for column in ("created_at", "last_run"):
+            if values[column] is not None:
+                parse_iso(values[column])
+        if values["next_run"] is not None:
+            scheduled = parse_iso(values["next_run"])
+            values["next_run"] = iso(scheduled)
+            # The tick's arithmetic for this row, now: a next run past the year 9999 is refused here.
+            kind, value = values["schedule_type"], values["schedule_value"]
+            next_run(kind, value, scheduled, max(scheduled, now), timezone)
+    except ValueError as exc:
+        return str(exc)
+    if values["context_mode"] not in CONTEXT_MODES:
+        values["context_mode"] = "isolated"  # NanoClaw's rule for a missing or unknown mode
+    return None
 
 
 def _import_run_logs(run: _Run) -> None:
@@ -527,14 +596,20 @@ def _import_sessions(run: _Run) -> None:
     if "sessions" not in run.schema.tables:
         return
     ours = set(run.conn.execute(select(_SESS.c.group_folder)).scalars())
+    folders = set(run.conn.execute(select(_G.c.folder)).scalars())
     for row in run.src.execute("SELECT group_folder, session_id FROM sessions"):
         count.in_source += 1
         folder, session = row["group_folder"], row["session_id"]
         if folder in ours:
             count.already_present += 1
-        elif not is_valid_group_folder(folder or "") or not session:
+        elif not (isinstance(folder, str) and is_valid_group_folder(folder) and isinstance(session, str)) or (
+            not session
+        ):
             count.skipped += 1
             run.warn(f"session of folder {folder!r} skipped: invalid folder or empty session id")
+        elif folder not in folders:
+            count.skipped += 1
+            run.warn(f"session of folder {folder!r} skipped: no group is registered with that folder")
         else:
             run.conn.execute(insert(_SESS).values(group_folder=folder, session_id=session))
             ours.add(folder)
@@ -569,8 +644,8 @@ def _import_cursors(run: _Run) -> None:
     count = run.count("group_state")
     per_chat, last_ts = _router_state(run)
     targets: dict[str, tuple[int, int]] = {}  # chat -> (cursor_seq, seen_seq)
-    for chat, iso in per_chat.items():
-        at = _seq_at(run.conn, chat, iso) if isinstance(iso, str) and iso else 0
+    for chat, stamp in per_chat.items():
+        at = _seq_at(run.conn, chat, stamp) if isinstance(stamp, str) and stamp else 0
         targets[str(chat)] = (at, at)
     if last_ts and "registered_groups" in run.schema.tables:
         for (chat,) in run.src.execute("SELECT jid FROM registered_groups"):
@@ -753,6 +828,7 @@ def run_command(
                     assistant_name=assistant_name or settings.assistant_name,
                     dry_run=dry_run,
                     progress=progress,
+                    timezone=settings.timezone,
                 )
             if groups_dir is not None:
                 report.counts["files"] = copy_group_folders(
@@ -781,8 +857,15 @@ def run_command(
                         )
         finally:
             engine.dispose()
-    except PermanentStoreError as exc:  # NanoClawImportError included
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+    except StoreError as exc:  # NanoClawImportError included; a busy database is a TransientStoreError
+        err.print(f"[bold red]error:[/] {exc}; nothing was imported", highlight=False)
+        return 1
+    except SQLAlchemyError as exc:  # our database refused the write: the transaction rolled back
+        err.print(
+            f"[bold red]error:[/] {db_path}: {type(exc).__name__}: {getattr(exc, 'orig', None) or exc}; "
+            "nothing was imported",
+            highlight=False,
+        )
         return 1
     finally:
         if scratch is not None:

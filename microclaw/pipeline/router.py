@@ -190,6 +190,18 @@ def _next_task(conn: Connection, deps: RouterDeps, chat_jid: str, token: int) ->
     group = next((g for g in groups.all_groups(conn) if g.folder == task.group_folder), None)
     if group is None:
         return _TaskWork(run_id, entry.id, None, task, f"Group not found: {task.group_folder}")
+    if group.jid != task.chat_jid or entry.chat_jid != task.chat_jid:
+        # A task runs with its group's powers only in that group's own chat: a row pairing a
+        # folder (main's, say) with another chat is refused and paused, never run.
+        reason = (
+            f"task chat {task.chat_jid!r} is not the chat registered to folder "
+            f"{task.group_folder!r} ({group.jid!r}); the task is paused"
+        )
+        tasks.update_task(conn, task.id, status="paused")
+        audit.record(
+            conn, "router.task_refused", chat_jid=chat_jid, decision="deny", task_id=task.id, error=reason
+        )
+        return _TaskWork(run_id, entry.id, None, task, reason)
     return _TaskWork(run_id, entry.id, group, task, None)
 
 

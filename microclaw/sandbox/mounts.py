@@ -14,10 +14,19 @@ validated extra mounts          ``/workspace/extra/<p>``   per allowlist (ro by 
 Rules for extra mounts: no allowlist file means no extra mounts; container paths are
 relative, non-empty and free of ``..`` and ``:``; host paths are resolved with ``realpath``
 and must exist; the default blocked patterns (``.ssh``, ``.aws``, ``credentials``, ...) are
-always merged in and matched as substrings of any path component or of the real path;
-the path must sit under an allowed root; read-only unless asked otherwise and the root allows
-it and (for non-main groups) ``nonMainReadOnly`` is off. The allowlist file itself is never
-mountable.
+always merged in and matched, case-insensitively (macOS and Windows volumes are), as
+substrings of any path component or of the real path; the path must sit under an allowed root;
+a directory must not hold, anywhere below it, a file or folder whose name matches a blocked
+pattern (a ``.env`` next to the code): the tree is walked without following symlinks, at most
+``MAX_TREE_ENTRIES`` names, and a tree that is larger or has an unreadable folder is refused
+(it could not be checked); read-only unless asked otherwise and the root allows it and (for
+non-main groups) ``nonMainReadOnly`` is off. The allowlist file itself is never mountable. The
+walk happens when the container is created: a secret file added to a mounted tree later is
+not seen.
+
+An allowlist file that exists but cannot be used (bad JSON, a wrong structure, nesting too deep
+for the parser) is a `MountAllowlistError`; the cache keeps its reason, and every extra mount is
+refused with it (``mount allowlist ... unusable: ...``) while the process keeps running.
 
 Pure functions over plain data except for filesystem reads (``realpath``, ``exists``). Does
 not audit or log decisions (the service does), start containers, or cache by itself
@@ -35,6 +44,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from microclaw.errors import ConfigError
 from microclaw.sandbox.base import (
     DEFAULT_MOUNT_ALLOWLIST_PATH,
     EXTRA_MOUNT_ROOT,
@@ -47,6 +57,8 @@ from microclaw.sandbox.base import (
 logger = logging.getLogger(__name__)
 
 DEFAULT_ALLOWLIST_PATH = DEFAULT_MOUNT_ALLOWLIST_PATH
+#: Names looked at below a mounted directory before it is refused as too large to check.
+MAX_TREE_ENTRIES = 10_000
 
 DEFAULT_BLOCKED_PATTERNS: tuple[str, ...] = (
     ".ssh",
@@ -86,6 +98,15 @@ class MountAllowlist:
     blocked_patterns: tuple[str, ...]
     non_main_read_only: bool
     source: Path | None = None  # the file it came from: never mountable
+    error: str | None = None  # set: the file is unusable, every extra mount is refused with this
+
+
+class MountAllowlistError(ConfigError):
+    """The mount allowlist file exists but cannot be used; the message says why."""
+
+    def __init__(self, message: str, *, path: Path) -> None:
+        super().__init__(message, key="mount_allowlist_path")
+        self.path = path
 
 
 @dataclass(frozen=True)
@@ -124,18 +145,37 @@ def load_mount_allowlist(path: Path | str) -> MountAllowlist | None:
     "blockedPatterns": [str], "nonMainReadOnly": bool}``; all three keys are required with
     those types, otherwise the whole file is invalid. ``~`` in root paths is expanded.
     """
+    try:
+        return read_mount_allowlist(path)
+    except MountAllowlistError as exc:
+        logger.warning("%s: extra mounts are blocked", exc)
+        return None
+
+
+def read_mount_allowlist(path: Path | str) -> MountAllowlist | None:
+    """Like `load_mount_allowlist`, but an unusable file raises `MountAllowlistError`.
+
+    None only when the file is missing.
+    """
     file = Path(path).expanduser()
     try:
         raw = json.loads(file.read_text(encoding="utf-8"))
     except FileNotFoundError:
         logger.info("mount allowlist %s not found: extra mounts are blocked", file)
         return None
+    except RecursionError:
+        raise MountAllowlistError(
+            f"mount allowlist {file} is unusable: its JSON is nested too deeply", path=file
+        ) from None
     except (OSError, ValueError) as exc:
-        logger.warning("mount allowlist %s unreadable (%s): extra mounts are blocked", file, exc)
-        return None
+        raise MountAllowlistError(f"mount allowlist {file} is unusable: {exc}", path=file) from exc
     allowlist = _parse_allowlist(raw, file)
     if allowlist is None:
-        logger.warning("mount allowlist %s has an invalid structure: extra mounts are blocked", file)
+        raise MountAllowlistError(
+            f"mount allowlist {file} is unusable: expected allowedRoots (a list of {{path, "
+            "allowReadWrite}}), blockedPatterns (a list of strings) and nonMainReadOnly (true/false)",
+            path=file,
+        )
     return allowlist
 
 
@@ -169,11 +209,39 @@ def _expand(path: str) -> str:
 
 
 def _blocked_by(path: str, patterns: Sequence[str]) -> str | None:
-    parts = [p for p in path.split(os.sep) if p]
+    folded = path.casefold()
+    parts = [p for p in folded.split(os.sep) if p]
     for pattern in patterns:
-        if any(pattern in part for part in parts) or pattern in path:
+        needle = pattern.casefold()
+        if any(needle in part for part in parts) or needle in folded:
             return pattern
     return None
+
+
+def _secret_below(root: str, patterns: Sequence[str], limit: int) -> str | None:
+    """Why the tree under directory ``root`` may not be mounted, or None when it holds no
+    blocked name. Symlinks are looked at by name, never followed."""
+    seen = 0
+    problem: list[str] = []
+
+    def unreadable(exc: OSError) -> None:
+        problem.append(f"{exc.filename or root} cannot be read to check it for secret files")
+
+    for folder, dirs, files in os.walk(root, onerror=unreadable):
+        if problem:
+            return problem[0]
+        for name in (*dirs, *files):
+            seen += 1
+            if seen > limit:
+                return (
+                    f"the folder holds more than {limit} files and folders, too many to check for "
+                    "secret files; mount a smaller folder"
+                )
+            pattern = _blocked_by(name, patterns)
+            if pattern:
+                below = os.path.relpath(os.path.join(folder, name), root)
+                return f"the folder holds {below!r}, which matches blocked pattern {pattern!r}"
+    return problem[0] if problem else None
 
 
 def _is_within(path: str, root: str) -> bool:
@@ -217,6 +285,8 @@ def validate_mount(
 
     if allowlist is None:
         return deny("no mount allowlist: additional mounts are blocked")
+    if allowlist.error:
+        return deny(f"{allowlist.error}; additional mounts are blocked")
     problem = check_container_path(raw_cp)
     if problem:
         return deny(problem)
@@ -250,6 +320,10 @@ def validate_mount(
             break
     if matched is None:
         return deny("path is not under any allowed root", real)
+    if os.path.isdir(real):
+        secret = _secret_below(real, allowlist.blocked_patterns, MAX_TREE_ENTRIES)
+        if secret:
+            return deny(secret, real)
     want_rw = readonly is False
     rw = want_rw and matched.allow_read_write and (is_main or not allowlist.non_main_read_only)
     if want_rw and not rw:
@@ -310,8 +384,8 @@ class MountAllowlistCache:
     """NanoClaw's caching of the allowlist file for a long-lived process.
 
     A valid file is cached for the process lifetime; a parse or structure error is cached
-    too (extras stay blocked until restart); a missing file is not cached, so creating it
-    later takes effect.
+    too (extras stay blocked until restart, each refusal naming the error); a missing file is
+    not cached, so creating it later takes effect.
     """
 
     def __init__(self, path: Path | str | None) -> None:
@@ -329,6 +403,10 @@ class MountAllowlistCache:
                 return self._value
             if not self._path.exists():
                 return None
-            self._value = load_mount_allowlist(self._path)
+            try:
+                self._value = read_mount_allowlist(self._path)
+            except MountAllowlistError as exc:
+                logger.warning("%s: extra mounts are blocked until restart", exc)
+                self._value = MountAllowlist((), DEFAULT_BLOCKED_PATTERNS, True, self._path, error=str(exc))
             self._loaded = True
             return self._value

@@ -6,7 +6,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from microclaw.agent.loop import AgentRequest, AgentResult
+from microclaw.pipeline.router import process_group
 from microclaw.scheduler.schedule import first_run, next_run, truncate_result, validate_schedule
+from microclaw.scheduler.tick import claim_due_tasks, iso
+from microclaw.store import audit, tasks
+from microclaw.store.db import read_tx, write_tx
+from tests.helpers import outbox_rows, register, router_deps
 
 
 def utc(*args: int) -> datetime:
@@ -296,3 +302,35 @@ def test_validate_schedule_accepts_valid_schedules(schedule_type: str, value: st
 )
 def test_truncate_result(result: str | None, error: str | None, expected: str) -> None:
     assert truncate_result(result, error) == expected
+
+
+# -- a task runs with its group's powers only in that group's chat (security) --------------------
+
+
+def test_a_task_pairing_mains_folder_with_another_chat_never_runs_as_main(engine, tmp_path) -> None:
+    register(engine, "fake:main", folder="main_g", is_main=True)
+    register(engine, "fake:other", folder="other")
+    now = datetime.now(tz=UTC)
+    with write_tx(engine) as conn:  # as a hostile import or a hand-edited row would leave it
+        tasks.create_task(
+            conn, id="hijack", group_folder="main_g", chat_jid="fake:other", prompt="act as main",
+            schedule_type="interval", schedule_value="3600000", next_run=iso(now - timedelta(seconds=1)),
+        )  # fmt: skip
+    assert claim_due_tasks(engine, timezone="UTC", now=now) == ["fake:other"]
+    calls: list[AgentRequest] = []
+
+    def agent(request: AgentRequest, on_step) -> AgentResult:
+        calls.append(request)
+        return AgentResult(text="ran")
+
+    assert process_group(router_deps(engine, tmp_path, agent=agent), "fake:other") == "drained"
+    assert calls == []  # the agent never ran, with main's powers or any other
+    assert outbox_rows(engine) == []
+    with read_tx(engine) as conn:
+        task = tasks.get_task(conn, "hijack")
+        logs = tasks.task_run_logs(conn, "hijack")
+        kinds = [r["kind"] for r in audit.recent(conn)]
+    assert task is not None and task.status == "paused"
+    assert [log.status for log in logs] == ["error"]
+    assert logs[0].error is not None and "not the chat registered to folder 'main_g'" in logs[0].error
+    assert "router.task_refused" in kinds

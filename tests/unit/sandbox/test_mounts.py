@@ -122,9 +122,10 @@ def test_cache_follows_nanoclaw_rules(tmp_path: Path) -> None:
     broken = tmp_path / "broken.json"
     broken.write_text("{broken")
     cache2 = MountAllowlistCache(broken)
-    assert cache2.get() is None
+    unusable = cache2.get()
+    assert unusable is not None and unusable.error and "unusable" in unusable.error
     broken.write_text(json.dumps({"allowedRoots": [], "blockedPatterns": [], "nonMainReadOnly": True}))
-    assert cache2.get() is None  # a parse error stays cached until restart
+    assert cache2.get() is unusable  # a parse error stays cached until restart
 
 
 def test_cache_without_path_blocks_everything() -> None:
