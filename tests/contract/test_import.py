@@ -687,3 +687,126 @@ def test_cli_bad_input_exits_non_zero_naming_the_problem(tmp_path, make, message
     result = _cli([str(path)], base_env(tmp_path), tmp_path)
     assert result.returncode == 1
     assert message in result.stderr and str(path) in result.stderr.replace("\n", "")
+
+
+# --- hostile stores (security) -------------------------------------------------------------------
+
+
+def _add_task(
+    path: Path, task_id: str, folder: str, chat: str, kind: str, value: str, next_run: object
+) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "INSERT INTO scheduled_tasks (id, group_folder, chat_jid, prompt, schedule_type, schedule_value,"
+        " next_run, status, created_at) VALUES (?, ?, ?, 'p', ?, ?, ?, 'active', '2024-01-01T00:00:00.000Z')",
+        (task_id, folder, chat, kind, value, next_run),
+    )
+    conn.commit()
+    conn.close()
+
+
+def app_db_rows(tmp_path: Path, sql: str) -> list[tuple]:
+    conn = sqlite3.connect(tmp_path / "data" / "microclaw.db")
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+def test_cli_refuses_hostile_task_rows_and_imports_the_rest(tmp_path) -> None:
+    store_path = build_store(tmp_path / "messages.db", new=True)
+    due = "2024-06-01T00:00:00.000Z"
+    # main's folder paired with another group's chat, and with a chat nobody registered
+    _add_task(store_path, "hijack", "main", WA_GROUP, "interval", "3600000", due)
+    _add_task(store_path, "stray", "main", "tg:666", "interval", "3600000", due)
+    # ~10,000 years: the first tick would overflow; a "time" that sorts as always due
+    _add_task(store_path, "overflow", "whatsapp_family", WA_GROUP, "interval", "315537897600000", due)
+    _add_task(store_path, "garbage", "whatsapp_family", WA_GROUP, "interval", "60000", "0000-bogus")
+    _add_task(store_path, "blob", "whatsapp_family", WA_GROUP, "interval", "60000", 5)
+    _add_task(store_path, "nocron", "whatsapp_family", WA_GROUP, "cron", "not a cron", due)
+    env = base_env(tmp_path)
+    result = _cli([str(store_path)], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert table_row(result.stdout, "scheduled_tasks") == ["scheduled_tasks", "8", "2", "0", "0", "6"]
+    stderr = " ".join(result.stderr.split())
+    assert "'hijack' skipped: its chat '120363@g.us' is not the chat registered to folder 'main'" in stderr
+    assert "'stray' skipped" in stderr and "not a registered group" in stderr
+    assert "'overflow' skipped" in stderr and "past the year 9999" in stderr
+    for bad in ("garbage", "blob", "nocron"):
+        assert f"'{bad}' skipped" in stderr
+    assert sorted(app_db_rows(tmp_path, "SELECT id FROM scheduled_tasks")) == [("t1",), ("t2",)]
+
+    # The imported tasks leave the scheduler working.
+    from microclaw.store.db import create_sqlite_engine
+
+    engine = create_sqlite_engine(tmp_path / "data" / "microclaw.db")
+    try:
+        from microclaw.scheduler.tick import claim_due_tasks
+
+        assert claim_due_tasks(engine, timezone="UTC") == [WA_DM]
+    finally:
+        engine.dispose()
+
+
+def test_sessions_of_folders_no_group_is_registered_with_are_skipped(tmp_path, engine) -> None:
+    path = build_store(tmp_path / "messages.db", new=True)
+    conn = sqlite3.connect(path)
+    conn.execute("INSERT INTO sessions VALUES ('nobody_here', 'sess-x')")
+    conn.commit()
+    conn.close()
+    report = import_nanoclaw(path, engine, assistant_name="Andy")
+    assert counts(report)["sessions"] == (3, 2, 0, 0, 1)
+    assert any("'nobody_here'" in w and "no group is registered" in w for w in report.warnings)
+
+
+def _corrupt(p: Path) -> Path:
+    path = build_store(p / "corrupt.db", new=True)
+    data = bytearray(path.read_bytes())
+    data[4096:] = b"\xff" * (len(data) - 4096)  # the header and schema page survive, the tables do not
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _missing_columns(p: Path) -> Path:
+    path = p / "odd.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "CREATE TABLE chats (jid TEXT); CREATE TABLE messages (id TEXT, chat_jid TEXT);"
+        "CREATE TABLE task_run_logs (x TEXT); INSERT INTO chats VALUES ('a');"
+    )
+    conn.close()
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (_corrupt, "unreadable SQLite database"),
+        (_missing_columns, "not a NanoClaw store this importer understands"),
+    ],
+)
+def test_cli_unreadable_stores_are_one_clear_line_and_write_nothing(tmp_path, make, message: str) -> None:
+    env = base_env(tmp_path)
+    first = _cli([str(build_store(tmp_path / "ok.db", new=False))], env, tmp_path)
+    assert first.returncode == 0, first.stderr
+    before = app_db_rows(tmp_path, "SELECT count(*) FROM messages")
+    result = _cli([str(make(tmp_path))], env, tmp_path)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert message in result.stderr and "nothing was imported" in result.stderr
+    assert app_db_rows(tmp_path, "SELECT count(*) FROM messages") == before
+
+
+def test_cli_a_locked_store_is_a_clear_error(tmp_path) -> None:
+    path = build_store(tmp_path / "messages.db", new=True)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # NanoClaw in the middle of a write, in another process
+    try:
+        result = _cli([str(path)], base_env(tmp_path), tmp_path)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "locked" in result.stderr and "stop NanoClaw" in " ".join(result.stderr.split())
