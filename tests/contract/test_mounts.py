@@ -240,3 +240,72 @@ def test_the_allowlist_file_itself_is_never_mountable(root: Path) -> None:
     assert validate_mount(
         str(root / "projects" / "app"), "a", True, allowlist=allowlist, is_main=True
     ).allowed
+
+
+# -- security: case, secret files below a mount, an unusable allowlist ---------------------------
+
+
+@pytest.mark.parametrize("name", [".SSH", ".Aws", "Credentials", "ID_RSA"])
+def test_blocked_patterns_match_whatever_the_case(root: Path, name: str) -> None:
+    # macOS and Windows volumes are case-insensitive: ~/.SSH is ~/.ssh there.
+    (root / "projects" / name).mkdir()
+    decision = validate_mount(
+        str(root / "projects" / name), "x", True, allowlist=allowlist_for(root), is_main=True
+    )
+    assert not decision.allowed and "blocked pattern" in decision.reason
+
+
+@pytest.mark.parametrize("secret", [".env", "deep/er/.ENV", "keys/id_ed25519", "cfg/.netrc"])
+def test_a_folder_holding_a_blocked_name_is_refused(root: Path, secret: str) -> None:
+    app = root / "projects" / "site"
+    (app / "src").mkdir(parents=True)
+    (app / "src" / "main.py").write_text("print('hi')")
+    target = app / secret
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text("API_KEY=hunter2")
+    decision = validate_mount(str(app), "site", True, allowlist=allowlist_for(root), is_main=True)
+    assert not decision.allowed
+    assert "the folder holds" in decision.reason and secret in decision.reason
+    target.unlink()  # without it the same folder is fine
+    assert validate_mount(str(app), "site", True, allowlist=allowlist_for(root), is_main=True).allowed
+
+
+def test_a_blocked_name_behind_a_symlink_is_seen_but_not_followed(root: Path, tmp_path: Path) -> None:
+    app = root / "projects" / "linked"
+    app.mkdir()
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "huge").mkdir()
+    (app / "elsewhere").symlink_to(outside, target_is_directory=True)
+    assert validate_mount(str(app), "l", True, allowlist=allowlist_for(root), is_main=True).allowed
+    (app / ".env").symlink_to(outside / "huge")
+    decision = validate_mount(str(app), "l", True, allowlist=allowlist_for(root), is_main=True)
+    assert not decision.allowed and "'.env'" in decision.reason
+
+
+def test_a_tree_too_large_to_check_is_refused(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from microclaw.sandbox import mounts
+
+    monkeypatch.setattr(mounts, "MAX_TREE_ENTRIES", 5)
+    app = root / "projects" / "big"
+    app.mkdir()
+    for i in range(6):
+        (app / f"f{i}.txt").write_text("x")
+    decision = validate_mount(str(app), "big", True, allowlist=allowlist_for(root), is_main=True)
+    assert not decision.allowed and "more than 5 files and folders" in decision.reason
+    (app / "f5.txt").unlink()
+    assert validate_mount(str(app), "big", True, allowlist=allowlist_for(root), is_main=True).allowed
+
+
+def test_a_deeply_nested_allowlist_is_a_clear_error_not_a_crash(root: Path, tmp_path: Path) -> None:
+    from microclaw.errors import ConfigError
+    from microclaw.sandbox.mounts import MountAllowlistCache, read_mount_allowlist
+
+    path = write_allowlist(tmp_path / "deep.json", "[" * 100_000 + "]" * 100_000)
+    assert load_mount_allowlist(path) is None  # extras blocked, no RecursionError
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        read_mount_allowlist(path)
+    cached = MountAllowlistCache(path).get()
+    decision = validate_mount(str(root / "projects" / "app"), "app", True, allowlist=cached, is_main=True)
+    assert not decision.allowed
+    assert "nested too deeply" in decision.reason and "additional mounts are blocked" in decision.reason
