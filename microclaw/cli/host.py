@@ -291,13 +291,6 @@ def register_group(jid: str, name: str, folder: str, trigger: str | None, no_tri
     engine = app_engine(settings)
     try:
         with write_tx(engine) as conn:
-            others = (g.jid for g in groups.all_groups(conn) if g.folder == folder and g.jid != jid)
-            owner = next(others, None)
-            if owner is not None:
-                raise ValueError(
-                    f"folder {folder!r} is already used by {owner}; choose another --folder "
-                    "(nothing was registered)"
-                )
             group = groups.register_group(
                 conn,
                 jid=jid,

@@ -94,9 +94,16 @@ def register_group(
     container_config: dict[str, Any] | None = None,
     added_at: str | None = None,
 ) -> Group:
-    """Insert or replace a registered group (NanoClaw's setRegisteredGroup). ValueError on a bad folder."""
+    """Insert or replace a registered group (NanoClaw's setRegisteredGroup).
+
+    ValueError on a bad folder, or on a folder another chat's group already uses (nothing is
+    written; the message says which chat).
+    """
     if not is_valid_group_folder(folder):
         raise ValueError(f"invalid group folder {folder!r}")
+    owner = conn.execute(select(_G.c.jid).where(_G.c.folder == folder, _G.c.jid != jid)).scalar()
+    if owner is not None:
+        raise ValueError(f"folder {folder!r} is already used by {owner}; choose another folder")
     values = {
         "jid": jid,
         "name": name,

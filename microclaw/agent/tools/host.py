@@ -359,16 +359,19 @@ class RegisterGroupTool(_HostTool):
         with write_tx(self.env.engine) as conn:
             self.env.fence(conn, ctx)
             existing = groups.get_group(conn, args["jid"])
-            groups.register_group(
-                conn,
-                jid=args["jid"],
-                name=args["name"],
-                folder=folder,
-                trigger=args["trigger"],
-                requires_trigger=bool(args.get("requires_trigger", False)),
-                is_main=bool(existing and existing.is_main),  # registering never grants main
-                container_config=existing.container_config if existing else None,
-            )
+            try:
+                groups.register_group(
+                    conn,
+                    jid=args["jid"],
+                    name=args["name"],
+                    folder=folder,
+                    trigger=args["trigger"],
+                    requires_trigger=bool(args.get("requires_trigger", False)),
+                    is_main=bool(existing and existing.is_main),  # registering never grants main
+                    container_config=existing.container_config if existing else None,
+                )
+            except ValueError as exc:  # the folder is another chat's: nothing was written
+                raise ToolError(str(exc)) from None
             audit.record(
                 conn, "agent.register_group", chat_jid=ctx.chat_jid, decision="allow", jid=args["jid"]
             )

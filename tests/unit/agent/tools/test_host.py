@@ -119,6 +119,19 @@ def test_register_group_never_creates_folders_through_a_planted_link(
     assert [r["detail"]["tool"] for r in denied] == ["register_group", "register_group"]
 
 
+def test_register_group_with_another_chats_folder_is_a_clear_error_that_changes_nothing(
+    box: Toolbox, engine
+) -> None:
+    with read_tx(engine) as conn:
+        before = {(g.jid, g.folder) for g in groups.all_groups(conn)}
+    taken = next(folder for _, folder in before)
+    args = {"jid": "fake:intruder", "name": "x", "folder": taken, "trigger": "@Andy"}
+    result = use(box, MAIN, "register_group", **args)
+    assert result.is_error and f"folder {taken!r} is already used by" in result.content
+    with read_tx(engine) as conn:
+        assert {(g.jid, g.folder) for g in groups.all_groups(conn)} == before
+
+
 def test_send_message_authorization_and_audit(box: Toolbox, engine) -> None:
     assert use(box, TEAM, "send_message", text="hi", chat_jid="fake:main").content.startswith("denied:")
     assert use(box, TEAM, "send_message", text="   ").content == "text must not be empty"
