@@ -436,6 +436,9 @@ class SandboxSettings(SettingsTable):
     egress_credentials: CredentialReferences = Field(default_factory=dict)
     egress_ca_file: OptionalPath = None
     egress_connect_timeout_s: float = Field(10.0, ge=0.1)
+    egress_idle_timeout_s: float = Field(300.0, ge=0.05)
+    egress_max_connections: int = Field(256, ge=1)
+    egress_max_connections_per_group: int = Field(32, ge=1)
     egress_port: int = Field(3128, ge=1, le=65535)
     docker_url: Url = "unix:///var/run/docker.sock"
     exec_transport: Annotated[Literal["auto", "socket", "docker"], Lower] = "auto"

@@ -454,6 +454,9 @@ class SandboxService:
                 self._policy,
                 self._audit,
                 connect_timeout_s=self.config.egress_connect_timeout_s,
+                idle_timeout_s=self.config.egress_idle_timeout_s,
+                max_connections=self.config.egress_max_connections,
+                max_connections_per_group=self.config.egress_max_connections_per_group,
                 ssl_context=ssl_context_for(self.config.egress_ca_file),
             )
             self._egress = EgressProxyThread(proxy)

@@ -158,7 +158,7 @@ class Upstream:
                 self.end_headers()
                 self.wfile.write(payload)
 
-            do_POST = do_GET
+            do_POST = do_TRACE = do_GET
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -190,7 +190,7 @@ def upstream() -> Iterator[Callable[..., Upstream]]:
 
 @pytest.fixture(scope="session")
 def tls_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A self-signed certificate for ``localhost`` (openssl CLI), as (cert, key)."""
+    """A self-signed certificate for ``localhost`` and ``127.0.0.1`` (openssl CLI), as (cert, key)."""
     if shutil.which("openssl") is None:
         pytest.skip("openssl CLI not available")
     directory = tmp_path_factory.mktemp("tls")
@@ -208,7 +208,7 @@ def tls_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
             "-subj",
             "/CN=localhost",
             "-addext",
-            "subjectAltName=DNS:localhost",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
             "-keyout",
             str(key),
             "-out",

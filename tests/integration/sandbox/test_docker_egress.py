@@ -150,3 +150,70 @@ def test_egress_survives_a_warm_reuse_and_stops_with_the_group(make_sandbox, ups
     assert raw_http(sb, "alpha", "127.0.0.1", 3128, request).startswith("HTTP/1.0 200")
     assert sb.service.stop("alpha")
     assert len(api.requests) == 2
+
+
+def test_host_header_confusion_from_inside_the_container_gets_no_credential(make_sandbox, upstream) -> None:
+    secret = f"Bearer sk-live-{uuid.uuid4().hex}"
+    api = upstream("127.0.0.1")
+    sb = make_sandbox(
+        network_allowlists={"alpha": (f"127.0.0.1:{api.port}",)},
+        egress_credentials={"127.0.0.1": {"Authorization": secret}},
+    )
+    for request in (
+        rf"GET http://127.0.0.1:{api.port}/ HTTP/1.1\r\nHost: attacker.example\r\n\r\n",
+        rf"TRACE http://127.0.0.1:{api.port}/ HTTP/1.1\r\n\r\n",
+        rf"GET http://127.0.0.1:{api.port}/ HTTP/1.1\r\nX-A: 1\nHost: attacker.example\r\n\r\n",
+    ):
+        reply = raw_http(sb, "alpha", "127.0.0.1", 3128, request)
+        assert reply.startswith(("HTTP/1.1 400", "HTTP/1.1 405")), reply
+        assert secret not in reply
+    assert api.requests == []
+    assert [d["reason"][:11] for d in sb.audited("egress.deny")] == [
+        "Host header",
+        "TRACE is re",
+        "bare CR, LF",
+    ]
+
+
+# Holds N CONNECT tunnels open through the relay, then tries one more: the per-group budget.
+HOLD_TUNNELS = r"""
+import socket, sys
+target, n = sys.argv[1], int(sys.argv[2])
+held = []
+for _ in range(n + 1):
+    s = socket.create_connection(("127.0.0.1", 3128), timeout=5)
+    s.sendall(("CONNECT %s HTTP/1.1\r\n\r\n" % target).encode())
+    reply = b""
+    while b"\r\n\r\n" not in reply:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        reply += chunk
+    if not reply.startswith(b"HTTP/1.1 200"):
+        try:
+            while True:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                reply += chunk
+        except OSError:
+            pass
+    held.append(s)
+    text = reply.decode("latin-1")
+    print(text.split("\r\n")[0], "|", text.split("\r\n\r\n", 1)[-1].strip())
+"""
+
+
+def test_one_groups_idle_tunnels_cannot_starve_another_group(make_sandbox, upstream) -> None:
+    api = upstream("127.0.0.1")
+    allow = (f"127.0.0.1:{api.port}",)
+    sb = make_sandbox(network_allowlists={"alpha": allow, "beta": allow}, egress_max_connections_per_group=3)
+    out = sb.service.exec("alpha", ["python3", "-c", HOLD_TUNNELS, f"127.0.0.1:{api.port}", "3"]).stdout_text
+    lines = out.splitlines()
+    assert all(line.startswith("HTTP/1.1 200") for line in lines[:3]), out
+    assert lines[3].startswith("HTTP/1.1 503") and "budget of group alpha exhausted: 3 open" in lines[3]
+    deny = sb.audited("egress.deny")
+    assert len(deny) == 1 and deny[0]["budget"] is True
+    # beta's egress works (concurrently held tunnels vs another group: test_egress_proxy.py).
+    ok = raw_http(sb, "beta", "127.0.0.1", 3128, rf"GET http://127.0.0.1:{api.port}/beta HTTP/1.1\r\n\r\n")
+    assert ok.startswith("HTTP/1.0 200")

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from microclaw.errors import ConfigError
-from microclaw.sandbox.egress import Destination, EgressPolicy, normalize_host, parse_destinations
+from microclaw.sandbox.egress import (
+    Destination,
+    EgressPolicy,
+    is_public_address,
+    normalize_host,
+    parse_destinations,
+)
 
 
 @pytest.mark.parametrize(
@@ -62,3 +68,38 @@ def test_credentials_and_tls_upgrade_lookups() -> None:
 def test_normalize_host() -> None:
     assert normalize_host(" Example.COM. ") == "example.com"
     assert normalize_host("[::1]") == "::1"
+
+
+@pytest.mark.parametrize(
+    ("address", "public"),
+    [
+        ("93.184.215.14", True),
+        ("2606:4700::1111", True),
+        ("127.0.0.1", False),
+        ("10.0.0.1", False),
+        ("172.17.0.1", False),
+        ("192.168.1.1", False),
+        ("169.254.169.254", False),
+        ("100.64.0.1", False),
+        ("0.0.0.0", False),
+        ("224.0.0.251", False),
+        ("::1", False),
+        ("::", False),
+        ("fe80::1%eth0", False),
+        ("fd00::1", False),
+        ("::ffff:127.0.0.1", False),
+        ("not-an-ip", False),
+    ],
+)
+def test_is_public_address(address: str, public: bool) -> None:
+    assert is_public_address(address) is public
+
+
+def test_only_an_exact_literal_entry_allows_a_private_address() -> None:
+    policy = EgressPolicy({"alpha": ("127.0.0.1:8080", "10.0.0.5:*", "*.0.0.1:*", "localhost:*")})
+    assert policy.allows_private_literal("alpha", "127.0.0.1", 8080)
+    assert not policy.allows_private_literal("alpha", "127.0.0.1", 8081)
+    assert policy.allows_private_literal("alpha", "10.0.0.5", 1)
+    assert not policy.allows_private_literal("alpha", "127.0.0.2", 1)  # the wildcard does not count
+    assert not policy.allows_private_literal("alpha", "localhost", 1)  # a name never does
+    assert not policy.allows_private_literal("beta", "127.0.0.1", 8080)
