@@ -4,7 +4,8 @@ The sandbox worker is ONE process (``-P threads``, see the Procfile): a group's 
 must be served by the process that started the group's container, and removing the previous
 process's containers is only safe before this process starts any. So `boot_worker` (called by
 the Celery app's ``celeryd_after_setup`` hook, before the consumer starts) refuses a prefork
-pool, builds the service, removes orphans of this instance, records readiness in the
+pool, raises the soft open-files limit to the hard one (the egress proxy's connections
+count against it), builds the service, removes orphans of this instance, records readiness in the
 ``component_status`` table and starts a thread that re-checks it every
 ``sandbox.readiness_interval_s`` (retrying the orphan cleanup once the runtime comes back).
 Until that cleanup has run, `SandboxRuntime.service` raises ``SandboxUnavailable``, so no
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import stat
 import tempfile
 import threading
@@ -64,6 +66,31 @@ def unsafe_run_dir(path: Path) -> str | None:
             os.chmod(directory, 0o700)
     except OSError as exc:
         return f"sandbox.run_dir {path} is unusable: {exc}"
+    return None
+
+
+def raise_open_files_limit() -> tuple[int, int]:
+    """Raise the soft RLIMIT_NOFILE to the hard limit; returns (before, after).
+
+    The egress proxy holds two descriptors per open connection and the Docker client needs
+    its own: systemd's default soft limit of 1024 let one group's idle tunnels exhaust them,
+    after which every group's tools failed as "docker engine unreachable".
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return soft, resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def check_open_files_budget(settings: Settings) -> str | None:
+    """A warning when the egress budget could not fit in the open-files limit, else None."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    needed = 2 * settings.sandbox.egress_max_connections + 256  # the rest of the process
+    if soft != resource.RLIM_INFINITY and needed > soft:
+        return (
+            f"sandbox.egress_max_connections={settings.sandbox.egress_max_connections} needs about "
+            f"{needed} open files but the limit is {soft}: lower it or raise LimitNOFILE"
+        )
     return None
 
 
@@ -204,6 +231,11 @@ def boot_worker(settings: Settings, worker: Any) -> None:
     # Celery logs every task's return value at INFO; here that is tool output and file contents
     # (DEBUG at most, per the logging rules). Failures are still logged, at ERROR.
     logging.getLogger("celery.app.trace").setLevel(logging.WARNING)
+    before, after = raise_open_files_limit()
+    logger.info("open files limit %d -> %d", before, after)
+    problem = check_open_files_budget(settings)
+    if problem is not None:
+        logger.warning(problem)
     global _runtime
     _runtime = SandboxRuntime(settings)
     _runtime.start()

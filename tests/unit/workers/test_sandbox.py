@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import shutil
 import tempfile
 from pathlib import Path
@@ -94,6 +95,32 @@ def test_threads_pool_boots_and_shuts_down(runtime_for, monkeypatch) -> None:
         role.runtime().engine.dispose()
         trace_log.setLevel(level)
     assert collect_status(runtime.settings, runtime.engine)["sandbox"]["state"] == "stopped"
+
+
+def test_boot_raises_the_open_files_limit_to_the_hard_limit(runtime_for, monkeypatch) -> None:
+    """Idle egress tunnels once exhausted a soft limit of 1024 (systemd's default)."""
+    runtime = runtime_for(MICROCLAW_SANDBOX__BACKEND="apple")
+    monkeypatch.setattr(role, "_runtime", None)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    low = min(soft, 512)
+    if hard != resource.RLIM_INFINITY and hard <= low:
+        pytest.skip("the hard open-files limit is already this low")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))
+    level = logging.getLogger("celery.app.trace").level
+    try:
+        role.boot_worker(runtime.settings, SimpleNamespace(pool_cls=ThreadPool))
+        assert resource.getrlimit(resource.RLIMIT_NOFILE) == (hard, hard)
+    finally:
+        role.shutdown_worker()
+        role.runtime().engine.dispose()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        logging.getLogger("celery.app.trace").setLevel(level)
+
+
+def test_an_egress_budget_larger_than_the_open_files_limit_is_named(runtime_for) -> None:
+    runtime = runtime_for(MICROCLAW_SANDBOX__EGRESS_MAX_CONNECTIONS="100000000")
+    problem = role.check_open_files_budget(runtime.settings)
+    assert problem is not None and "sandbox.egress_max_connections=100000000" in problem
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a directory to another user")
