@@ -18,9 +18,17 @@ It owns:
 - the protocol codecs (``encode_request``/``read_request``/``encode_response``/
   ``read_response``), which the host imports from this same module.
 
-Each command runs in its own session (so a timeout kills its whole process group), with
-stdout and stderr captured up to a cap (the total sizes are still reported), and a wall-clock
-timeout enforced here, inside the container.
+Each command runs in its own session with stdout and stderr captured up to a cap (the total
+sizes are still reported), and a wall-clock timeout enforced here, inside the container. A
+timeout kills the command's whole process tree, not just its process group: ``setsid`` (or a
+double fork) escapes a group and a session, so `kill_exec_tree` sweeps, until nothing is left,
+every process that is (a) a descendant of the command (the command is made a child
+subreaper when ``ctypes`` is there, so orphans of its subtree stay under it while it lives),
+(b) in its session or process group, or (c) carries the exec's ``MICROCLAW_EXEC_ID`` mark in
+its environment (which ``setsid`` and daemonizing keep; only a process that clears its own
+environment *and* escapes a subreaper-less tree gets away, see docs/security/sandbox.md). A
+command that exits on its own may leave background processes running, as before: they end
+with the container.
 
 It does not decide policy, hold credentials, or trust its caller beyond the container: anyone
 who can reach it is already inside the sandbox. It does not log either (no ``logging``, no
@@ -48,7 +56,10 @@ MAX_FIELD_BYTES = 4 * 1024 * 1024
 MAX_FIELDS = 65536
 MAX_STDIN_BYTES = 256 * 1024 * 1024
 KILL_GRACE_S = 0.25  # after the main process exits, how long to drain background writers
+EXEC_MARK = "MICROCLAW_EXEC_ID"
+KILL_ROUNDS = 200
 _CHUNK = 65536
+_PR_SET_CHILD_SUBREAPER = 36
 
 
 class ProtocolError(Exception):
@@ -251,9 +262,96 @@ def _feed_stdin(pipe, data: bytes) -> None:
             pipe.close()
 
 
-def _kill_group(pid: int) -> None:
+def _subreaper_preexec():
+    """A preexec function making the command a child subreaper, or None without ctypes.
+
+    Debian's python3-minimal has no ctypes; there the tree walk, session and mark still apply.
+    """
+    try:
+        import ctypes
+    except ImportError:
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def preexec() -> None:
+        prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+    return preexec
+
+
+_PREEXEC = _subreaper_preexec() if sys.platform.startswith("linux") else None
+
+
+def _proc_table() -> dict:
+    """pid -> (ppid, pgid, sid, state) for every process visible in /proc."""
+    table = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read().decode("ascii", "replace")
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()  # the command name may hold ") "
+        if len(fields) >= 4:
+            table[int(name)] = (int(fields[1]), int(fields[2]), int(fields[3]), fields[0])
+    return table
+
+
+def _marked(pid: int, mark: bytes) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return mark in f.read().split(b"\0")
+    except OSError:
+        return False
+
+
+def kill_exec_tree(root: int, mark: str) -> int:
+    """SIGKILL every process of one exec (see the module docstring); returns how many.
+
+    ``root`` must not have been reaped yet (its pid, and so its session id, cannot be reused
+    meanwhile). Descendants go first while ``root`` lives, so a subreaper root still collects
+    the orphans its dying children leave; rounds repeat until a scan finds nothing alive.
+    """
+    never = {os.getpid(), 1}
+    mark_bytes = f"{EXEC_MARK}={mark}".encode()
+    killed: set = set()
+    # Frozen first, so the command cannot react to its children dying (print, exit 0, respawn);
+    # a stopped subreaper still collects orphans.
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
+        os.kill(root, signal.SIGSTOP)
+    for _ in range(KILL_ROUNDS):
+        table = _proc_table()
+        children: dict = {}
+        for pid, (ppid, _pgid, _sid, _state) in table.items():
+            children.setdefault(ppid, []).append(pid)
+        victims = set()
+        stack = [root]
+        while stack:
+            for child in children.get(stack.pop(), ()):
+                if child not in victims:
+                    victims.add(child)
+                    stack.append(child)
+        for pid, (_ppid, pgid, sid, _state) in table.items():
+            if root in (pgid, sid) or _marked(pid, mark_bytes):
+                victims.add(pid)
+        victims -= never | {root}
+        alive = [pid for pid in victims if table.get(pid, (0, 0, 0, "Z"))[3] not in "ZXx"]
+        if not alive:
+            root_state = table.get(root, (0, 0, 0, "Z"))[3]
+            if root_state in "ZXx" or root in killed:
+                break
+            alive = [root]  # the subtree is empty: now the root itself
+        for sig in (signal.SIGSTOP, signal.SIGKILL):  # none of them forks while others die
+            for pid in alive:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, sig)
+        killed.update(alive)
+    return len(killed)
 
 
 def run_request(req: Request) -> Response:
@@ -263,6 +361,8 @@ def run_request(req: Request) -> Response:
         return Response(126, stderr=f"microclaw: workdir {req.cwd} does not exist\n".encode())
     env = dict(os.environ)
     env.update(req.env)
+    mark = os.urandom(8).hex()
+    env[EXEC_MARK] = mark
     try:
         proc = subprocess.Popen(
             req.argv,
@@ -273,6 +373,7 @@ def run_request(req: Request) -> Response:
             env=env,
             start_new_session=True,
             close_fds=True,
+            preexec_fn=_PREEXEC,
         )
     except FileNotFoundError:
         return Response(127, stderr=f"microclaw: {req.argv[0]}: command not found\n".encode())
@@ -299,7 +400,7 @@ def run_request(req: Request) -> Response:
                 stop_at = now + KILL_GRACE_S
             elif now >= deadline:
                 timed_out = True
-                _kill_group(proc.pid)
+                kill_exec_tree(proc.pid, mark)
                 stop_at = now + KILL_GRACE_S
         elif now >= stop_at:
             break
@@ -325,7 +426,7 @@ def run_request(req: Request) -> Response:
     except subprocess.TimeoutExpired:
         if not timed_out:
             timed_out = True
-            _kill_group(proc.pid)
+            kill_exec_tree(proc.pid, mark)
         try:
             rc = proc.wait(timeout=5)
         except subprocess.TimeoutExpired:

@@ -136,3 +136,33 @@ def test_a_swapped_exec_socket_is_never_trusted(make_sandbox, caplog) -> None:
         result = sb.service.exec("alpha", ["echo", "still isolated"])
     assert result.stdout == b"still isolated\n"
     assert "peer is not a process of this container" in caplog.text
+
+
+# Lists the processes of the container other than init and the executor: pid, session, argv.
+LIST_PROCS = r"""
+for p in /proc/[0-9]*; do
+  pid=${p#/proc/}
+  [ "$pid" = 1 ] && continue
+  cmd=$(tr '\0' ' ' < $p/cmdline 2>/dev/null)
+  case "$cmd" in *executor.py*|"") continue;; esac
+  echo "$pid $cmd"
+done
+"""
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        "setsid sh -c 'sleep 1001' & sleep 30",  # a new session: out of the process group
+        "(setsid sh -c 'sleep 1002' &) ; sleep 30",  # double fork: the orphan leaves the tree
+        "setsid sh -c 'setsid sleep 1003 & sleep 1004' & sleep 30",
+    ],
+)
+@pytest.mark.parametrize("transport", ["socket", "docker"])
+def test_a_timed_out_exec_leaves_no_process_behind(make_sandbox, script, transport) -> None:
+    sb = make_sandbox(exec_transport=transport)
+    result = sb.service.exec("alpha", ["sh", "-c", script], timeout=1.0)
+    assert result.timed_out
+    left = sb.service.exec("alpha", ["sh", "-c", LIST_PROCS]).stdout_text
+    survivors = [line for line in left.splitlines() if "sleep" in line]
+    assert survivors == [], left
