@@ -431,6 +431,7 @@ class SandboxSettings(SettingsTable):
     max_exec_timeout_s: float = Field(3600.0, ge=0.1)
     max_output_bytes: int = Field(1_000_000, ge=1024)
     max_file_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    group_quota: Size = "1g"
     network_allowlists: NetworkAllowlists = Field(default_factory=dict)
     egress_https_hosts: tuple[HostName, ...] = ()
     egress_credentials: CredentialReferences = Field(default_factory=dict)
@@ -467,6 +468,11 @@ class SandboxSettings(SettingsTable):
     def memory_bytes(self) -> int:
         """The memory limit in bytes."""
         return parse_size(self.memory)
+
+    @property
+    def group_quota_bytes(self) -> int:
+        """The group folder's size limit in bytes."""
+        return parse_size(self.group_quota)
 
     @property
     def uid_gid(self) -> tuple[int, int]:

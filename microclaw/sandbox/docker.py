@@ -42,6 +42,7 @@ import docker
 import docker.errors
 import requests.exceptions
 from docker.types import Mount as DockerMount
+from docker.types import Ulimit
 
 from microclaw.errors import PermanentSandboxError, SandboxUnavailable, TransientSandboxError
 from microclaw.sandbox import executor
@@ -135,6 +136,9 @@ def create_kwargs(
         "memswap_limit": memory,
         "nano_cpus": int(config.cpus * 1e9),
         "pids_limit": config.pids_limit,
+        # No process writes a single file larger than the group quota, anywhere (the group
+        # folder is a bind mount: Docker has no size limit for it without XFS project quotas).
+        "ulimits": [Ulimit(name="fsize", soft=config.group_quota_bytes, hard=config.group_quota_bytes)],
     }
 
 
@@ -168,16 +172,37 @@ def _translated(url: str, group: str | None) -> Iterator[None]:
         raise SandboxUnavailable(f"docker engine unusable at {url}: {exc}", group=group) from exc
 
 
-def _prepare_private_dir(path: Path, uid: int, gid: int) -> None:
-    """A fresh directory the container user can write and other host users cannot reach."""
+def _remove_private_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        os.chmod(path, 0o700)  # locked read-only by _lock_exec_dir; we own it
     shutil.rmtree(path, ignore_errors=True)
+
+
+def _prepare_private_dir(path: Path, uid: int) -> None:
+    """A fresh directory the container user can write (until `_lock_exec_dir`), owned by us.
+
+    It stays owned by the host user, never by the container's, so that after the executor
+    has created its socket the container can no longer write there (no disk quota exists for
+    a bind mount). Other host users cannot reach it through the 0700 run_dir.
+    """
+    _remove_private_dir(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(path.parent.parent, 0o700)  # run_dir: the host-side guard
     path.mkdir(mode=0o700)
-    if os.geteuid() == 0:
-        os.chown(path, uid, gid)
-    elif os.geteuid() != uid:
-        os.chmod(path, 0o777)  # reachable only through the 0700 run_dir or inside the container
+    if os.geteuid() != uid:
+        os.chmod(path, 0o777)
+
+
+def _lock_exec_dir(path: Path, uid: int) -> None:
+    """Once the executor's socket exists: read-only for the container (it is not the owner).
+
+    When the host user *is* the container's uid this cannot be enforced (the container could
+    chmod it back); run the sandbox as another uid (docs/security/sandbox.md).
+    """
+    if os.geteuid() == uid:
+        logger.warning("sandbox user has the host's uid %d: its exec folder cannot be locked", uid)
+        return
+    os.chmod(path, 0o555)
 
 
 class DockerBackend(BaseSandboxBackend):
@@ -191,6 +216,7 @@ class DockerBackend(BaseSandboxBackend):
         local = engine_socket_path(config.docker_url) is not None and sys.platform.startswith("linux")
         if config.exec_transport == "socket" and not local:
             logger.warning("exec_transport=socket needs a local engine on Linux; using docker exec")
+        self._local = local
         self._use_socket = local and config.exec_transport in ("auto", "socket")
 
     # -- client ---------------------------------------------------------------------------
@@ -255,8 +281,7 @@ class DockerBackend(BaseSandboxBackend):
                     )
                     with contextlib.suppress(docker.errors.NotFound):
                         existing.remove(force=True)
-                uid, gid = self.config.uid_gid
-                _prepare_private_dir(exec_dir, uid, gid)
+                _prepare_private_dir(exec_dir, self.config.uid_gid[0])
                 try:
                     container = client.containers.run(
                         **create_kwargs(self.config, spec, name, labels, exec_dir)
@@ -302,7 +327,7 @@ class DockerBackend(BaseSandboxBackend):
             if existing is not None:
                 with contextlib.suppress(docker.errors.NotFound):
                     existing.remove(force=True)
-        shutil.rmtree(exec_dir_for(self.config, name), ignore_errors=True)
+        _remove_private_dir(exec_dir_for(self.config, name))
         return existing is not None
 
     def cleanup_orphans(self) -> list[str]:
@@ -315,7 +340,7 @@ class DockerBackend(BaseSandboxBackend):
                 with contextlib.suppress(docker.errors.NotFound):
                     container.remove(force=True)
                 removed.append(container.name)
-                shutil.rmtree(exec_dir_for(self.config, container.name), ignore_errors=True)
+                _remove_private_dir(exec_dir_for(self.config, container.name))
         return removed
 
     # -- helpers --------------------------------------------------------------------------
@@ -348,7 +373,9 @@ class DockerBackend(BaseSandboxBackend):
         next_check = 0.0
         while True:
             now = time.monotonic()
-            if self._use_socket and sock_path.exists():
+            if self._local and sock_path.exists():
+                # The socket is there: nothing else may ever be written to this host folder.
+                _lock_exec_dir(exec_dir, self.config.uid_gid[0])
                 return
             if now >= next_check:
                 container.reload()
@@ -359,8 +386,8 @@ class DockerBackend(BaseSandboxBackend):
                     raise PermanentSandboxError(
                         f"container exited while starting (does the image have python3?): {logs}", group=group
                     )
-                if not self._use_socket and container.status == "running":
-                    return
+                if not self._local and container.status == "running":
+                    return  # a remote engine: the socket folder is not on this machine
                 next_check = now + 0.1
             if now >= deadline:
                 with contextlib.suppress(Exception):

@@ -65,7 +65,19 @@ for f in "$1"/* "$1"/.[!.]* "$1"/..?*; do
   if [ -e "$f" ] || [ -L "$f" ]; then stat -c '%F|%s|%Y|%n' -- "$f"; fi
 done
 """
-_WRITE_SCRIPT = 'd=$(dirname -- "$1") && mkdir -p -- "$d" && cat > "$1"'
+# $1 target, $2 bytes to write, $3 the group quota (0: the target is outside the group folder).
+# du runs inside the container: the host never walks a folder the container can shape.
+_WRITE_SCRIPT = r"""
+if [ "$3" -gt 0 ]; then
+  used=$(du -sk /workspace/group 2>/dev/null | cut -f1); used=$(( ${used:-0} * 1024 ))
+  old=0; if [ -f "$1" ]; then old=$(stat -c %s -- "$1"); fi
+  if [ $(( used - old + $2 )) -gt "$3" ]; then
+    echo "the group folder quota of $3 bytes would be exceeded ($used bytes in use)" >&2; exit 75
+  fi
+fi
+d=$(dirname -- "$1") && mkdir -p -- "$d" && cat > "$1"
+"""
+_QUOTA_EXCEEDED = 75
 _KINDS = {
     "regular file": "file",
     "regular empty file": "file",
@@ -269,14 +281,20 @@ class SandboxService:
         return FileContent(result.stdout, result.stdout_bytes > len(result.stdout), result.stdout_bytes)
 
     def write_file(self, group: str, path: str, data: bytes) -> int:
-        """Create or replace a workspace file (parents created); returns the bytes written."""
+        """Create or replace a workspace file (parents created); returns the bytes written.
+
+        Raises PolicyDenied (audited ``sandbox.denied``) when ``data`` is larger than
+        ``max_file_bytes`` or would take the group folder past ``group_quota``.
+        """
         target = self._path(group, path)
         if len(data) > self.config.max_file_bytes:
             self._deny(group, "sandbox.write_file", f"file larger than {self.config.max_file_bytes} bytes")
-        request = self._request(
-            group, ["sh", "-c", _WRITE_SCRIPT, "sh", target], data, None, None, None, 4096
-        )
+        quota = self.config.group_quota_bytes if target.startswith(GROUP_MOUNT + "/") else 0
+        argv = ["sh", "-c", _WRITE_SCRIPT, "sh", target, str(len(data)), str(quota)]
+        request = self._request(group, argv, data, None, None, None, 4096)
         result = self._run(group, request, tool="write_file")
+        if result.exit_code == _QUOTA_EXCEEDED:
+            self._deny(group, "sandbox.write_file", result.stderr_text.strip()[:300])
         if not result.ok:
             raise SandboxError(f"write_file {path}: {result.stderr_text.strip()[:300]}", group=group)
         return len(data)

@@ -127,11 +127,18 @@ def test_changed_spec_replaces_the_container(make_sandbox, docker_client) -> Non
 
 
 def test_a_swapped_exec_socket_is_never_trusted(make_sandbox, caplog) -> None:
-    """The container can replace its exec socket with a link to a host socket (here the
-    engine's): the host must notice the peer is not in the container and send it nothing."""
+    """A container that could replace its exec socket with a link to a host socket (here the
+    engine's) must not get anything sent there: the host checks the peer is in the container.
+
+    The folder is read-only for the container once it started, so the swap is refused; a
+    sandbox user with the host user's uid could still do it, which the host simulates here."""
     sb = make_sandbox()
     swap = "rm /run/microclaw/exec/exec.sock && ln -s /var/run/docker.sock /run/microclaw/exec/exec.sock"
-    assert sb.service.exec("alpha", ["sh", "-c", swap]).ok
+    assert not sb.service.exec("alpha", ["sh", "-c", swap]).ok
+    (sock,) = (sb.root / "run" / "x").rglob("exec.sock")
+    sock.parent.chmod(0o777)  # the host owns the folder
+    sock.unlink()
+    sock.symlink_to("/var/run/docker.sock")
     with caplog.at_level("WARNING", logger="microclaw.sandbox.docker"):
         result = sb.service.exec("alpha", ["echo", "still isolated"])
     assert result.stdout == b"still isolated\n"

@@ -37,6 +37,7 @@ def test_every_container_is_hardened(config: SandboxConfig, tmp_path: Path) -> N
     assert kw["mem_limit"] == kw["memswap_limit"] == 256 * 1024**2
     assert kw["nano_cpus"] == 1_500_000_000
     assert kw["pids_limit"] == 99
+    assert [(u["Name"], u["Soft"], u["Hard"]) for u in kw["ulimits"]] == [("fsize", 1024**3, 1024**3)]
     assert kw["network_mode"] == "none"
     assert kw["init"] is True
     assert "HTTP_PROXY" not in kw["environment"]
