@@ -11,8 +11,10 @@ Capability card
   root or no-new-privileges flag; the VM boundary stands in for them.
 - Exec: ``container exec -i NAME python3 -I -S /opt/microclaw/executor.py once`` with the
   executor's request frame on stdin (the executor directory of this package is mounted
-  read-only), so timeouts, process-group kill and output caps are enforced inside the
-  container exactly as with Docker. The image must provide ``python3``.
+  read-only), so timeouts, the kill of a timed-out command's whole process tree and output
+  caps are enforced inside the container exactly as with Docker. The image must provide
+  ``python3``. ``group_quota`` is enforced by ``write_file`` only: no RLIMIT_FSIZE flag is
+  documented for this CLI.
 - Egress: not supported. A group with an egress allowlist is refused with
   PermanentSandboxError (fail closed); everything else runs with ``--network none``.
 - JSON from ``container list --format json`` is parsed defensively (``configuration.id``,

@@ -8,11 +8,14 @@ Capability card
   package) under docker-init. The image must provide ``python3`` (>= 3.8, stdlib only).
 - Hardening, always: user from config (never root), ``cap_drop=ALL``,
   ``no-new-privileges``, read-only root, tmpfs ``/tmp``, memory (= memory+swap), CPU and
-  pids limits, private IPC, network mode ``none``; the engine socket can never be mounted.
+  pids limits, private IPC, network mode ``none``, RLIMIT_FSIZE = ``group_quota`` (no single
+  file larger than the group quota); the engine socket can never be mounted.
 - Exec transport: ``socket`` (host connects to the executor's Unix socket in a host
   directory mounted at ``/run/microclaw/exec``; ~2 ms overhead; the peer is verified to be a
   process of that container through SO_PEERCRED + /proc/<pid>/cgroup before anything is
-  sent) or ``docker`` (``docker exec executor.py once``; one runc exec, ~60 ms here). ``auto``
+  sent; the host-owned directory turns read-only for the container once the socket exists, so
+  nothing else is ever written there) or ``docker`` (``docker exec executor.py once``; one
+  runc exec, ~60 ms here). ``auto``
   uses the socket for a local engine and falls back to docker exec for a call whose socket
   cannot be used before anything was sent.
 - Egress: none unless the spec has an ``egress_dir`` (see ``egress.py``).
