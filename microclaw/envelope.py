@@ -5,6 +5,9 @@ chat message (``chat_id``, ``sender``, ``sender_name``, ``text``, flags and repl
 `parse_envelope` accepts bytes, text or a mapping and either returns a frozen, fully validated
 `Envelope` or raises `EnvelopeError` naming the field: required fields, types, unknown fields,
 valid UTF-8 (also no lone surrogates), the text size limit and the version are all checked.
+Hostile input is an `EnvelopeError` too, never another exception: nesting deeper than an
+envelope has (`MAX_DEPTH`), integers past Python's digit limit or SQLite's 64-bit range, and
+timestamps beyond year 9999.
 
 This module does not store anything or know about connectors beyond the ``source`` name.
 """
@@ -25,6 +28,11 @@ DEFAULT_MAX_TEXT_BYTES = 64 * 1024
 # Headroom for metadata around the text when the whole envelope arrives as bytes.
 _ENVELOPE_OVERHEAD_BYTES = 16 * 1024
 _ID_MAX = 512
+# An envelope is two levels deep (envelope -> payload -> field); a little headroom, no recursion.
+MAX_DEPTH = 8
+_INT64_MAX = 2**63 - 1
+# 9999-12-31T23:59:59.999Z: the last moment `timestamp_iso` can print.
+_TS_MS_MAX = 253_402_300_799_999
 
 
 class ChatPayload(BaseModel):
@@ -51,8 +59,8 @@ class Envelope(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     v: StrictInt
-    seq: StrictInt = Field(ge=0)
-    ts_ms: StrictInt = Field(ge=0)
+    seq: StrictInt = Field(ge=0, le=_INT64_MAX)
+    ts_ms: StrictInt = Field(ge=0, le=_TS_MS_MAX)
     source: StrictStr = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_-]*$")
     device_id: StrictStr | None = Field(default=None, max_length=_ID_MAX)
     session_id: StrictStr | None = Field(default=None, max_length=_ID_MAX)
@@ -78,19 +86,36 @@ def _reject(message: str, *, field: str | None = None, raw: Any = None) -> Envel
     return EnvelopeError(message, field=field, message_id=message_id if isinstance(message_id, str) else None)
 
 
-def _check_utf8(value: Any, path: str) -> None:
-    """Reject strings that cannot be encoded as UTF-8 (lone surrogates from JSON escapes)."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise EnvelopeError(f"{path}: not valid UTF-8", field=path) from None
-    elif isinstance(value, Mapping):
-        for key, item in value.items():
-            _check_utf8(item, f"{path}.{key}" if path else str(key))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            _check_utf8(item, f"{path}[{index}]")
+def _show(value: Any) -> str:
+    """A short, safe rendering of a value from input (``repr`` of a huge int raises)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**30:
+        return "a very large integer"
+    if isinstance(value, str | int | float | bool) or value is None:
+        return repr(value)[:40]
+    return f"a {type(value).__name__}"
+
+
+def _check_utf8(data: Any) -> None:
+    """Reject strings that cannot be encoded as UTF-8 (lone surrogates from JSON escapes) and
+    nesting deeper than `MAX_DEPTH`. Iterative: hostile depth cannot exhaust the stack."""
+    stack: list[tuple[Any, str, int]] = [(data, "", 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise EnvelopeError(f"{path}: not valid UTF-8", field=path or None) from None
+            continue
+        if isinstance(value, Mapping):
+            items = [(f"{path}.{key}" if path else str(key), item) for key, item in value.items()]
+        elif isinstance(value, list | tuple):
+            items = [(f"{path}[{index}]", item) for index, item in enumerate(value)]
+        else:
+            continue
+        if depth >= MAX_DEPTH:
+            raise EnvelopeError(f"{path or 'envelope'}: nested too deeply", field=path or None)
+        stack.extend((item, where[:200], depth + 1) for where, item in items)
 
 
 def parse_envelope(
@@ -112,6 +137,10 @@ def parse_envelope(
             data = json.loads(data)
         except json.JSONDecodeError as exc:
             raise EnvelopeError(f"envelope is not JSON: {exc.msg} at position {exc.pos}") from None
+        except RecursionError:
+            raise EnvelopeError("envelope is nested too deeply") from None
+        except ValueError as exc:  # an integer past Python's digit limit
+            raise EnvelopeError(f"envelope is not acceptable JSON: {str(exc)[:200]}") from None
     if not isinstance(data, Mapping):
         raise EnvelopeError(f"envelope must be a JSON object, got {type(data).__name__}")
 
@@ -119,11 +148,11 @@ def parse_envelope(
         raise _reject("missing required field 'v'", field="v", raw=data)
     if data["v"] != ENVELOPE_VERSION or isinstance(data["v"], bool):
         raise _reject(
-            f"unsupported envelope version {data['v']!r} (this host speaks v{ENVELOPE_VERSION})",
+            f"unsupported envelope version {_show(data['v'])} (this host speaks v{ENVELOPE_VERSION})",
             field="v",
             raw=data,
         )
-    _check_utf8(data, "")
+    _check_utf8(data)
 
     payload = data.get("payload")
     if isinstance(payload, Mapping) and isinstance(payload.get("text"), str):

@@ -47,6 +47,8 @@ def test_bad_envelopes_are_audited_and_the_worker_keeps_serving(make_stack) -> N
         '{"v": 1, "seq": 0, "ts_ms": 0, "source": "g", "message_id": "m-3", '
         '"payload": {"chat_id": "local:dev", "text": "\\ud800"}}',  # a lone surrogate: not UTF-8
         42,
+        '{"v": 1, "payload": ' + "[" * 5000 + "]" * 5000 + "}",  # deeper than json's recursion
+        '{"v": 1, "seq": ' + "9" * 5000 + "}",  # past Python's integer digit limit
     ]
     for raw in bad:
         stack.app.send_task(queues.INGEST, args=[raw], queue=queues.ROUTER)
@@ -67,6 +69,8 @@ def test_bad_envelopes_are_audited_and_the_worker_keeps_serving(make_stack) -> N
         "the limit is 1024",
         "not valid UTF-8",
         "must be a JSON object",
+        "nested too deeply",
+        "digits",
     ):
         assert fragment in reasons
     assert stored == 1

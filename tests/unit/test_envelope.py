@@ -69,3 +69,52 @@ def test_rejects_non_utf8_bytes_and_non_json() -> None:
         parse_envelope("{nope")
     with pytest.raises(EnvelopeError, match="JSON object"):
         parse_envelope("[1, 2]")
+
+
+DEEP_JSON = '{"v": 1, "payload": ' + "[" * 100_000 + "]" * 100_000 + "}"
+HUGE_INT_JSON = '{"v": 1, "seq": ' + "9" * 5000 + "}"
+
+
+def _nested(depth: int) -> dict:
+    inner: dict = {}
+    for _ in range(depth):
+        inner = {"a": inner}
+    return inner
+
+
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        (DEEP_JSON, "nested too deeply"),
+        (DEEP_JSON.encode(), "nested too deeply"),
+        (HUGE_INT_JSON, "digits"),
+        (HUGE_INT_JSON.encode(), "digits"),
+        ({"v": 10**5000}, "a very large integer"),
+        (good(payload=_nested(5000)), "nested too deeply"),
+        (good(extra=[[[[[[[[[[[]]]]]]]]]]]), "nested too deeply"),
+        (good(seq=10**30), "seq"),
+        (good(seq=2**63), "seq"),
+        (good(ts_ms=10**20), "ts_ms"),
+    ],
+    ids=[
+        "deep-json-text",
+        "deep-json-bytes",
+        "huge-int-text",
+        "huge-int-bytes",
+        "huge-version",
+        "deep-mapping",
+        "deep-list",
+        "seq-past-int64",
+        "seq-2**63",
+        "ts-past-year-9999",
+    ],
+)
+def test_hostile_input_is_an_envelope_error_not_a_crash(raw: object, fragment: str) -> None:
+    with pytest.raises(EnvelopeError) as caught:
+        parse_envelope(raw, max_text_bytes=1024 * 1024)  # type: ignore[arg-type]
+    assert fragment in str(caught.value)
+
+
+def test_the_largest_valid_numbers_are_still_accepted() -> None:
+    env = parse_envelope(good(seq=2**63 - 1, ts_ms=253_402_300_799_999))
+    assert env.timestamp_iso == "9999-12-31T23:59:59.999Z"
