@@ -85,3 +85,18 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
     eng = create_sqlite_engine(db)
     yield eng
     eng.dispose()
+
+
+@pytest.fixture
+def umask_022() -> Iterator[None]:
+    """Run the test under the common umask 022 (files 0644 unless the code says otherwise)."""
+    previous = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def file_mode(path: Path) -> int:
+    """The permission bits of ``path``."""
+    return path.stat().st_mode & 0o777

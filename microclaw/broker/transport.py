@@ -38,6 +38,7 @@ from kombu.utils.json import dumps, loads
 from sqlalchemy import create_engine, event
 from sqlalchemy.pool import SingletonThreadPool
 
+from microclaw.private import private_sqlite
 from microclaw.sqlite import ThreadConnections
 from microclaw.store.db import configure_sqlite_connection, retry_locked, write_lock
 
@@ -70,6 +71,7 @@ class SQLiteChannel(kombu_sqla.Channel):
 
     def __init__(self, connection: Any, **kwargs: Any) -> None:
         super().__init__(connection, **kwargs)
+        private_sqlite(sqlite_path(self.connection.client.hostname))  # task payloads: 0600
         self._connections = ThreadConnections(
             sqlite_path(self.connection.client.hostname),
             timeout_s=BUSY_TIMEOUT_S,
@@ -80,7 +82,7 @@ class SQLiteChannel(kombu_sqla.Channel):
 
     def _engine_from_config(self) -> Any:
         url = self.connection.client.hostname
-        Path(sqlite_path(url)).parent.mkdir(parents=True, exist_ok=True)
+        private_sqlite(sqlite_path(url))
         engine = create_engine(
             url,
             poolclass=SingletonThreadPool,

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from microclaw.private import private_sqlite
 from microclaw.sqlite import ThreadConnections
 
 
@@ -35,7 +36,7 @@ class Mailbox:
     def __init__(self, path: Path, *, busy_timeout_s: float = 30.0) -> None:
         self.path = path
         self._connections = ThreadConnections(path, timeout_s=busy_timeout_s)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_sqlite(path)
         with self._connect() as db:
             db.execute(
                 "CREATE TABLE IF NOT EXISTS replies (id INTEGER PRIMARY KEY AUTOINCREMENT,"

@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from microclaw.private import private_sqlite
 from microclaw.sqlite import ThreadConnections
 
 
@@ -39,7 +40,7 @@ class ConnectorState:
         self.path = path
         self.clock = clock
         self._connections = ThreadConnections(path, timeout_s=busy_timeout_s, synchronous="FULL")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_sqlite(path)
         with self._connect() as db:
             db.execute(
                 "CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL,"

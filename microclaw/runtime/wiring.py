@@ -42,6 +42,7 @@ from microclaw.core.senders import SenderAllowlist, load_sender_allowlist
 from microclaw.errors import ConfigError, UnsafePath
 from microclaw.pipeline.delivery import DeliveryDeps
 from microclaw.pipeline.router import AgentFn, RouterConfig, RouterDeps
+from microclaw.private import private_dir, private_sqlite
 from microclaw.registry import load_class
 from microclaw.sandbox.client import SandboxClient
 from microclaw.scheduler.schedule import ScheduleLimits
@@ -278,11 +279,22 @@ def build_connectors(settings: Settings, *, quiet: bool = False) -> list[Connect
     return results
 
 
+def private_data_dir(settings: Settings) -> None:
+    """The data directory 0700 and the SQLite files other libraries create in it (the broker's,
+    Celery's result store) 0600 before they exist, whatever the umask (`microclaw.private`)."""
+    private_dir(settings.data_dir)
+    for url in (settings.broker.url, settings.sandbox.result_url):
+        scheme, sep, tail = url.partition(":///")
+        if sep and scheme.rpartition("+")[2] == "sqlite":
+            private_sqlite(Path(tail))
+
+
 def bootstrap_database(settings: Settings) -> str:
     """Migrate the app database and register the local main group on first boot.
 
     Raises `PermanentStoreError` when migration fails (the boot must stop).
     """
+    private_data_dir(settings)
     for directory in (settings.data_dir, settings.groups_dir):
         directory.mkdir(parents=True, exist_ok=True)
     revision = migrate(settings.store.db_path, busy_timeout_s=settings.store.busy_timeout_s)

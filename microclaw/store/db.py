@@ -33,6 +33,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from microclaw.errors import PermanentStoreError, TransientStoreError
+from microclaw.private import private_sqlite
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -87,14 +88,15 @@ def configure_sqlite_connection(
 
 
 def create_sqlite_engine(db_path: Path | str, *, busy_timeout_s: float = 30.0, pooled: bool = True) -> Engine:
-    """An engine on a SQLite file (created with its parent directory) with MicroClaw's pragmas.
+    """An engine on a SQLite file (created 0600 with its parent directory, see
+    `microclaw.private`) with MicroClaw's pragmas.
 
     ``pooled`` keeps a few connections open: opening one costs a file open and pragmas, and
     closing the last one checkpoints and deletes the WAL, which made every transaction ~3x
     slower. Create pooled engines after fork (Celery children build theirs lazily).
     """
     path = Path(db_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_sqlite(path)
     pool_args: dict[str, Any] = {"pool_size": 4, "max_overflow": 16} if pooled else {"poolclass": NullPool}
     engine = create_engine(
         f"sqlite:///{path}",

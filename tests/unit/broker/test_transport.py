@@ -10,6 +10,7 @@ import pytest
 from kombu import Connection, Queue
 
 from microclaw.broker.transport import celery_broker_options, purge_consumed, queue_depths
+from tests.conftest import file_mode
 
 
 def _conn(path: Path) -> Connection:
@@ -111,3 +112,14 @@ def test_processes_declaring_the_same_queue_at_once_all_succeed(tmp_path: Path) 
         p.join(60)
     assert [p.exitcode for p in procs] == [0, 0, 0, 0]
     assert queue_depths(f"sqla+sqlite:///{path}") == {"race.q": 80}
+
+
+def test_the_broker_file_holding_task_payloads_is_private_whatever_the_umask(
+    tmp_path: Path, umask_022: None
+) -> None:
+    path = tmp_path / "broker.db"
+    with _conn(path) as conn:
+        conn.Producer().publish({"text": "private"}, routing_key="t.q", declare=[Queue("t.q")])
+        modes = {p.name: file_mode(p) for p in tmp_path.iterdir() if p.name.startswith("broker.db")}
+    assert set(modes) >= {"broker.db", "broker.db-wal", "broker.db-shm"}
+    assert set(modes.values()) == {0o600}

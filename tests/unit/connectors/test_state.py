@@ -7,6 +7,7 @@ import multiprocessing
 from pathlib import Path
 
 from microclaw.connectors.state import ConnectorState
+from tests.conftest import file_mode
 
 
 def test_values_round_trip_and_survive_a_new_instance(tmp_path: Path) -> None:
@@ -54,3 +55,14 @@ def test_two_processes_write_the_same_file(tmp_path: Path) -> None:
     assert [p.exitcode for p in procs] == [0, 0]
     state = ConnectorState(path)
     assert all(state.get(f"k{i}") == i for i in (*range(50), *range(100, 150)))
+
+
+def test_the_state_file_and_its_wal_files_are_private_whatever_the_umask(
+    tmp_path: Path, umask_022: None
+) -> None:
+    state = ConnectorState(tmp_path / "email-state.db")
+    state.put("cursor", 1)
+    modes = {p.name: file_mode(p) for p in tmp_path.iterdir()}
+    state.close()
+    assert set(modes) >= {"email-state.db", "email-state.db-wal", "email-state.db-shm"}
+    assert set(modes.values()) == {0o600}

@@ -10,6 +10,7 @@ from sqlalchemy import Engine, text
 
 from microclaw.errors import TransientStoreError
 from microclaw.store import db
+from tests.conftest import file_mode
 
 
 def test_connections_use_wal_and_normal_sync(engine: Engine) -> None:
@@ -99,3 +100,19 @@ def test_one_write_lock_per_database_file(tmp_path: Path) -> None:
     assert a is not db.write_lock(str(tmp_path / "b.db"))
     with a.held(), a.held():  # re-entrant within a thread
         pass
+
+
+@pytest.mark.usefixtures("umask_022")
+def test_the_database_and_its_wal_files_are_private_whatever_the_umask(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "app.db"
+    engine = db.create_sqlite_engine(path)
+    try:
+        with db.write_tx(engine) as conn:
+            conn.execute(text("CREATE TABLE t (x)"))
+            conn.execute(text("INSERT INTO t VALUES (1)"))
+        files = {p.name: file_mode(p) for p in path.parent.iterdir()}
+    finally:
+        engine.dispose()
+    assert {"app.db", "app.db-wal", "app.db-shm"} <= set(files)
+    assert {name: mode for name, mode in files.items() if mode != 0o600} == {}
+    assert file_mode(path.parent) == 0o700
