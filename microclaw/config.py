@@ -527,6 +527,12 @@ class Settings(SettingsTable):
     def pidfile(self) -> Path:
         return self.data_dir / "microclaw-host.pid"
 
+    @property
+    def http_token_path(self) -> Path:
+        """The per-install secret every client of the host's HTTP surface sends (0600; the host
+        creates it at first start)."""
+        return self.data_dir / "http-token"
+
 
 # --- loading --------------------------------------------------------------------------------
 

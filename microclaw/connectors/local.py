@@ -27,7 +27,7 @@ from typing import ClassVar, Self
 from microclaw.connectors.base import BaseConnector, ConnectorSettings, Deliver
 from microclaw.connectors.mailbox import Mailbox, MailboxItem
 from microclaw.envelope import Envelope, make_envelope
-from microclaw.errors import PermanentConnectorError, TransientConnectorError
+from microclaw.errors import EnvelopeError, PermanentConnectorError, TransientConnectorError
 
 
 class LocalConnector(BaseConnector):
@@ -72,8 +72,18 @@ class LocalConnector(BaseConnector):
         sender_name: str = "You",
         client_id: str | None = None,
     ) -> Envelope:
-        """Validate a local message into an envelope (raises `EnvelopeError` on bad input)."""
+        """Validate a local message into an envelope (raises `EnvelopeError` on bad input).
+
+        ``chat_id`` must be a local address: the local channel speaks for the machine's owner,
+        so a message stored under another platform's chat would bypass that chat's sender
+        allowlist.
+        """
         chat = chat_id or self.main_chat_id
+        if not self.owns(chat):
+            raise EnvelopeError(
+                f"chat_id must be a local chat (local:<name>), not {chat[:64]!r}",
+                field="chat_id",
+            )
         msg_id = client_id or uuid.uuid4().hex
         return make_envelope(
             source=self.name,

@@ -4,7 +4,9 @@
 own supervised task (a crash is recorded in ``connector_status`` and restarted with exponential
 backoff; it never takes the host down), every inbound envelope is made durable in a worker
 thread before ``deliver`` returns (so the connector acknowledges the platform only then), and
-the Starlette app is served by uvicorn on loopback. SIGTERM/SIGINT stop it cleanly.
+the Starlette app is served by uvicorn on loopback behind its guard (token, Host, cross-site and
+body checks; `microclaw.runtime.control`), with the per-install token read or created at start.
+Refused requests are audited (``http.refused``, throttled). SIGTERM/SIGINT stop it cleanly.
 
 The host never calls the LLM and never runs tools.
 """
@@ -27,9 +29,11 @@ from microclaw.connectors.local import LocalConnector
 from microclaw.envelope import Envelope
 from microclaw.errors import EnvelopeError, PermanentConnectorError
 from microclaw.pipeline.inbound import ingest_and_kick, reject
-from microclaw.runtime.control import create_control_app
+from microclaw.private import load_or_create_token
+from microclaw.runtime.control import Refusal, RefusalThrottle, create_control_app
 from microclaw.runtime.status import collect_status, health_problems
 from microclaw.runtime.wiring import ConnectorBoot, sender_allowlist_loader
+from microclaw.store import audit
 from microclaw.store import status as store_status
 from microclaw.store.db import write_tx
 
@@ -72,6 +76,7 @@ class Host:
         self.local = next((c for c in self.connectors if isinstance(c, LocalConnector)), None)
         self._stop = asyncio.Event()
         self.server: uvicorn.Server | None = None
+        self._refusals = RefusalThrottle()
 
     def _ingest(self, envelope: Envelope) -> None:
         ingest_and_kick(self.engine, envelope, self.publish_kick, allowlist=self.allowlist)
@@ -119,6 +124,30 @@ class Host:
     async def _reject(self, error: EnvelopeError) -> None:
         await asyncio.to_thread(reject, self.engine, error, source="local")
 
+    async def _refuse(self, refusal: Refusal) -> None:
+        """Audit a refused HTTP request (throttled per code: a web page may send thousands)."""
+        suppressed = self._refusals.admit(refusal.code)
+        if suppressed is None:
+            logger.debug("http request refused: %s %s", refusal.status, refusal.reason)
+            return
+        logger.warning(
+            "http request refused: %s %s", refusal.status, refusal.reason, extra={"path": refusal.path[:200]}
+        )
+        try:
+            await asyncio.to_thread(
+                audit.record_now,
+                self.engine,
+                "http.refused",
+                decision="deny",
+                status=refusal.status,
+                code=refusal.code,
+                reason=refusal.reason,
+                path=refusal.path[:200],
+                suppressed_before=suppressed,
+            )
+        except Exception:
+            logger.exception("could not audit a refused http request")
+
     def stop(self) -> None:
         self._stop.set()
         if self.server is not None:
@@ -133,8 +162,14 @@ class Host:
                 detail=boot.detail,
                 error=boot.detail if boot.state == "error" else None,
             )
+        token = await asyncio.to_thread(load_or_create_token, self.settings.http_token_path)
         app = create_control_app(
-            status=self.status, problems=health_problems, local=self.local, on_reject=self._reject
+            status=self.status,
+            problems=health_problems,
+            local=self.local,
+            on_reject=self._reject,
+            token=token,
+            on_refuse=self._refuse,
         )
         config = uvicorn.Config(
             app,

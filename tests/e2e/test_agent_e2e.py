@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.helpers import outbox_rows, runs
@@ -85,12 +84,12 @@ def test_local_message_runs_a_sandbox_tool_and_replies_once(
         stack.host()
         stack.wait_workers(3, timeout=90)
         stack.wait_host()
-        base = stack.settings.http.base_url
-        sent = httpx.post(f"{base}/api/chat", json={"text": "what does the sandbox say?"}, timeout=10)
+        client = stack.http(timeout=10)
+        sent = client.post("/api/chat", json={"text": "what does the sandbox say?"})
         assert sent.status_code in (200, 201, 202), sent.text
 
         def replies() -> list[dict[str, Any]]:
-            return httpx.get(f"{base}/api/chat/replies", params={"after": 0}, timeout=10).json()["replies"]
+            return client.get("/api/chat/replies", params={"after": 0}).json()["replies"]
 
         got = wait_for(replies, 120, "the agent's reply on the local channel", interval=0.2)
         time.sleep(1.0)  # a duplicate would be queued right behind the first reply

@@ -23,6 +23,7 @@ from sqlalchemy import Engine, select
 
 from microclaw.config import Settings, load_settings
 from microclaw.connectors.mailbox import Mailbox
+from microclaw.private import read_token
 from microclaw.runtime import queues
 from microclaw.runtime.celery_app import create_app
 from microclaw.runtime.wiring import app_engine, bootstrap_database
@@ -43,6 +44,13 @@ FAST = {
     "MICROCLAW_OUTBOUND__RETRY_BASE_S": "0.2",
     "MICROCLAW_LOGGING__FORMAT": "text",
 }
+
+
+def host_headers(data_dir: Path) -> dict[str, str]:
+    """The ``Authorization`` header a client of the host sends: the token the host created in
+    ``<data_dir>/http-token`` at start (none yet before that)."""
+    token = read_token(data_dir / "http-token")
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
@@ -109,7 +117,8 @@ def register_group_cli(root: Path, env: dict[str, str], jid: str, *, name: str, 
 @contextlib.contextmanager
 def procfile_stack(root: Path, env: dict[str, str], *, healthy_within: float = 90) -> Iterator[str]:
     """``honcho start`` on the repository's Procfile, as ``make run`` does; yields the HTTP base
-    URL once ``/health`` answers 200, prints the log tail on failure, stops everything after."""
+    URL once ``/health`` (asked with the host's token) answers 200, prints the log tail on
+    failure, stops everything after."""
     procfile = Path(__file__).resolve().parents[2] / "Procfile"
     env = {**env, "PATH": f"{BIN}:{env.get('PATH', '')}"}
     log_path = root / "honcho.log"
@@ -130,7 +139,11 @@ def procfile_stack(root: Path, env: dict[str, str], *, healthy_within: float = 9
             if stack.poll() is not None:
                 raise AssertionError(f"honcho exited with {stack.returncode}: a process of the stack stopped")
             try:
-                response = httpx.get(f"{base}/health", timeout=2)
+                headers = host_headers(Path(env["MICROCLAW_DATA_DIR"]))
+                if not headers:
+                    last[0] = "no http-token yet"
+                    return False
+                response = httpx.get(f"{base}/health", headers=headers, timeout=2)
             except httpx.HTTPError as exc:
                 last[0] = f"{type(exc).__name__}: {exc}"
                 return False
@@ -255,10 +268,19 @@ class Stack:
 
         wait_for(alive, timeout, f"{count} workers to report ready")
 
+    def http(self, timeout: float = 10) -> httpx.Client:
+        """A client of the running host's HTTP surface, sending its token."""
+        return httpx.Client(
+            base_url=self.settings.http.base_url,
+            headers=host_headers(self.settings.data_dir),
+            timeout=timeout,
+        )
+
     def wait_host(self, timeout: float = 30) -> None:
         def up() -> bool:
             try:
-                return httpx.get(f"{self.settings.http.base_url}/status", timeout=1).status_code == 200
+                with self.http(timeout=1) as client:
+                    return client.get("/status").status_code == 200
             except httpx.HTTPError:
                 return False
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-import httpx
 import pytest
 from sqlalchemy import select
 
@@ -91,18 +90,19 @@ def test_host_killed_right_after_acknowledging_loses_nothing(make_stack) -> None
     stack.beat()
     stack.wait_host()
     stack.wait_workers(2)
-    base = stack.settings.http.base_url
-    response = httpx.post(f"{base}/api/chat", json={"text": "acknowledged then killed", "client_id": "c1"})
+    with stack.http() as client:
+        response = client.post("/api/chat", json={"text": "acknowledged then killed", "client_id": "c1"})
     assert response.status_code == 202
     stack.kill("host")  # SIGKILL right after the 202 acknowledgement
     wait_for(lambda: stack.mailbox.after(0, chat_id="local:main"), 30, "the reply without a host")
     stack.host()
     stack.wait_host()
     # The client retries its request after the crash: same client id, so no second message.
-    again = httpx.post(f"{base}/api/chat", json={"text": "acknowledged then killed", "client_id": "c1"})
-    assert again.status_code == 202
-    time.sleep(3)
-    replies = httpx.get(f"{base}/api/chat/replies", params={"after": 0}).json()["replies"]
+    with stack.http() as client:
+        again = client.post("/api/chat", json={"text": "acknowledged then killed", "client_id": "c1"})
+        assert again.status_code == 202
+        time.sleep(3)
+        replies = client.get("/api/chat/replies", params={"after": 0}).json()["replies"]
     assert [r["text"] for r in replies] == ["seen: acknowledged then killed"]
 
 
