@@ -1,8 +1,10 @@
 """``microclaw``: talk to the assistant through the local channel (``chat``), and import a
 NanoClaw v1 install (``import-nanoclaw``).
 
-An entry point: ``chat`` is an HTTP client of the running host's localhost surface and imports
-nothing else of MicroClaw's; the importer is loaded only when that command runs.
+An entry point: ``chat`` is an HTTP client of the running host's localhost surface (it sends the
+per-install token from ``<data_dir>/http-token``; an error answer or a missing host is one clear
+line, never a traceback) and imports nothing else of MicroClaw's but the settings; the importer is
+loaded only when that command runs.
 """
 
 from __future__ import annotations
@@ -16,7 +18,16 @@ from typing import Any
 import click
 import httpx
 
-from microclaw.cli.common import console, fail, load_settings_or_exit
+from microclaw.cli.common import (
+    HostError,
+    console,
+    err,
+    fail,
+    host_client,
+    host_request,
+    load_settings_or_exit,
+)
+from microclaw.config import Settings
 from microclaw.logs import configure_logging
 
 
@@ -32,19 +43,22 @@ def main() -> None:
 def chat(message: str | None, chat_id: str | None, timeout: float) -> None:
     settings = load_settings_or_exit()
     base = settings.http.base_url
-    with httpx.Client(base_url=base, timeout=40.0) as client:
+    with host_client(settings, timeout=40.0) as client:
+        session = _Session(client, settings, chat_id)
         try:
-            after = _latest_reply_id(client, chat_id)
-        except httpx.ConnectError:
-            fail(f"the host is not running at {base}; start it with `make run` or `honcho start`")
-        if message is not None:
-            _send(client, message, chat_id)
-            replies = _wait_replies(client, chat_id, after, timeout)
-            if not replies:
-                fail(f"no reply within {timeout:.0f} s (is a worker running? see `microclaw-host status`)")
-            for reply in replies:
-                console.print(reply["text"])
-            return
+            after = session.latest_reply_id()
+            if message is not None:
+                session.send(message)
+                replies = session.wait_replies(after, timeout)
+                if not replies:
+                    fail(
+                        f"no reply within {timeout:.0f} s (is a worker running? see `microclaw-host status`)"
+                    )
+                for reply in replies:
+                    console.print(reply["text"])
+                return
+        except HostError as exc:
+            fail(str(exc))
         console.print(f"[dim]Connected to {base}. Type a message; Ctrl-D to quit.[/]")
         while True:
             try:
@@ -54,9 +68,13 @@ def chat(message: str | None, chat_id: str | None, timeout: float) -> None:
                 return
             if not line.strip():
                 continue
-            _send(client, line, chat_id)
-            with console.status("thinking…"):
-                replies = _wait_replies(client, chat_id, after, timeout)
+            try:
+                session.send(line)
+                with console.status("thinking…"):
+                    replies = session.wait_replies(after, timeout)
+            except HostError as exc:
+                err.print(f"[bold red]error:[/] {exc}")
+                continue
             for reply in replies:
                 console.print(f"[bold green]{settings.assistant_name}>[/] {reply['text']}")
                 after = max(after, reply["id"])
@@ -64,39 +82,47 @@ def chat(message: str | None, chat_id: str | None, timeout: float) -> None:
                 console.print("[yellow](no reply yet; it will show up with your next message)[/]")
 
 
-def _latest_reply_id(client: httpx.Client, chat_id: str | None) -> int:
-    after = 0
-    while True:
+class _Session:
+    """One conversation's requests to the host; every failure is a `HostError`."""
+
+    def __init__(self, client: httpx.Client, settings: Settings, chat_id: str | None) -> None:
+        self.client = client
+        self.settings = settings
+        self.chat_id = chat_id
+
+    def _replies(self, after: int, wait: float | None = None) -> list[dict[str, Any]]:
         params: dict[str, Any] = {"after": after}
-        if chat_id:
-            params["chat_id"] = chat_id
-        items = client.get("/api/chat/replies", params=params).json()["replies"]
-        if not items:
-            return after
-        after = items[-1]["id"]
+        if wait is not None:
+            params["wait"] = round(wait, 3)
+        if self.chat_id:
+            params["chat_id"] = self.chat_id
+        _, body = host_request(self.client, self.settings, "GET", "/api/chat/replies", params=params)
+        items = body.get("replies") if isinstance(body, dict) else None
+        if not isinstance(items, list):
+            raise HostError("the host's answer has no list of replies")
+        return items
 
+    def latest_reply_id(self) -> int:
+        after = 0
+        while True:
+            items = self._replies(after)
+            if not items:
+                return after
+            after = items[-1]["id"]
 
-def _send(client: httpx.Client, text: str, chat_id: str | None) -> None:
-    body = {"text": text, "client_id": uuid.uuid4().hex}
-    if chat_id:
-        body["chat_id"] = chat_id
-    response = client.post("/api/chat", json=body)
-    if response.status_code != 202:
-        fail(response.json().get("error", response.text))
+    def send(self, text: str) -> None:
+        body = {"text": text, "client_id": uuid.uuid4().hex}
+        if self.chat_id:
+            body["chat_id"] = self.chat_id
+        host_request(self.client, self.settings, "POST", "/api/chat", json=body)
 
-
-def _wait_replies(
-    client: httpx.Client, chat_id: str | None, after: int, timeout: float
-) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        params: dict[str, Any] = {"after": after, "wait": min(25.0, max(0.1, deadline - time.monotonic()))}
-        if chat_id:
-            params["chat_id"] = chat_id
-        items = client.get("/api/chat/replies", params=params).json()["replies"]
-        if items:
-            return items
-    return []
+    def wait_replies(self, after: int, timeout: float) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            items = self._replies(after, wait=min(25.0, max(0.1, deadline - time.monotonic())))
+            if items:
+                return items
+        return []
 
 
 @main.command(

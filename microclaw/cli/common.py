@@ -1,16 +1,19 @@
-"""What the command-line programs share: loading settings or exiting with a clear message, and
-the consoles they print to. Entry points: only the CLI modules import this.
+"""What the command-line programs share: loading settings or exiting with a clear message, the
+consoles they print to, and the HTTP client of the running host (it sends the per-install token
+and turns every failure into one clear sentence). Entry points: only the CLI modules import this.
 """
 
 from __future__ import annotations
 
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
+import httpx
 from rich.console import Console
 
 from microclaw.config import Settings, load_settings
 from microclaw.errors import ConfigError
+from microclaw.private import read_token
 
 console = Console(stderr=False)
 err = Console(stderr=True)
@@ -28,3 +31,52 @@ def fail(message: str, code: int = 1) -> NoReturn:
     """Print ``message`` as an error and exit with ``code``."""
     err.print(f"[bold red]error:[/] {message}")
     sys.exit(code)
+
+
+class HostError(Exception):
+    """The host could not be reached or refused a request; the message says which and why."""
+
+
+def host_client(settings: Settings, *, timeout: float) -> httpx.Client:
+    """An HTTP client of the running host's localhost surface, sending the per-install token
+    from ``<data_dir>/http-token`` (absent until the host first started)."""
+    token = read_token(settings.http_token_path)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(base_url=settings.http.base_url, timeout=timeout, headers=headers)
+
+
+def host_request(
+    client: httpx.Client, settings: Settings, method: str, url: str, **kwargs: Any
+) -> tuple[int, Any]:
+    """``(status, JSON body)`` of one request to the host; `HostError` with a clear sentence when
+    it is not running, does not answer, refuses the token, or answers an error (4xx/5xx)."""
+    base = settings.http.base_url
+    try:
+        response = client.request(method, url, **kwargs)
+    except httpx.ConnectError:
+        raise HostError(
+            f"the host is not running at {base}; start it with `make run` or `honcho start`"
+        ) from None
+    except httpx.TimeoutException:
+        raise HostError(f"the host at {base} did not answer in time") from None
+    except httpx.HTTPError as exc:
+        raise HostError(f"talking to the host at {base} failed: {type(exc).__name__}: {exc}") from None
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = None
+    if response.status_code < 400:
+        if body is None:
+            raise HostError(f"the host at {base} answered {response.status_code} with a non-JSON body")
+        return response.status_code, body
+    said = body.get("error") if isinstance(body, dict) else None
+    said = str(said) if said else (response.reason_phrase or "no reason given")
+    if response.status_code == 401:
+        path = settings.http_token_path
+        hint = (
+            f"no token at {path}: has the host started with this data_dir?"
+            if read_token(path) is None
+            else f"the token in {path} is not the running host's: is it using this data_dir?"
+        )
+        raise HostError(f"the host refused this client (401: {said}); {hint}")
+    raise HostError(f"the host answered {response.status_code}: {said}")

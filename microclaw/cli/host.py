@@ -17,14 +17,22 @@ from pathlib import Path
 from typing import Any
 
 import click
-import httpx
 import psutil
 from rich.table import Table
 
-from microclaw.cli.common import console, err, fail, load_settings_or_exit
+from microclaw.cli.common import (
+    HostError,
+    console,
+    err,
+    fail,
+    host_client,
+    host_request,
+    load_settings_or_exit,
+)
 from microclaw.config import Settings
 from microclaw.errors import PermanentStoreError
 from microclaw.logs import configure_logging
+from microclaw.private import open_private_append, private_dir, write_private
 
 
 @click.group(help="Run and inspect the MicroClaw host.")
@@ -81,6 +89,9 @@ def _boot_report(settings: Settings, boots: list[Any]) -> None:
 def run(foreground: bool) -> None:
     from microclaw.runtime.wiring import bootstrap_database, build_connectors
 
+    # Defence in depth: whatever the host creates that no helper of `microclaw.private` covers
+    # is private too (it writes nothing a container must read).
+    os.umask(0o077)
     settings = load_settings_or_exit()
     configure_logging(settings.logging.level, settings.logging.format, role="host")
     pidfile = settings.pidfile
@@ -98,8 +109,8 @@ def run(foreground: bool) -> None:
 
         log_path = settings.data_dir / "host.log"
         err.print(f"daemonizing; logs in {log_path}, pidfile {pidfile}")
-        with open(log_path, "a") as log:  # noqa: SIM117 - the context must wrap the daemon context
-            with daemon.DaemonContext(working_directory=os.getcwd(), stdout=log, stderr=log, umask=0o027):
+        with open_private_append(log_path) as log:  # noqa: SIM117 - the context must wrap the daemon context
+            with daemon.DaemonContext(working_directory=os.getcwd(), stdout=log, stderr=log, umask=0o077):
                 configure_logging(settings.logging.level, settings.logging.format, role="host")
                 _serve(settings, boots, pidfile)
         return
@@ -111,8 +122,8 @@ def _serve(settings: Settings, boots: list[Any], pidfile: Path) -> None:
     from microclaw.runtime.host import Host
     from microclaw.runtime.wiring import app_engine
 
-    pidfile.parent.mkdir(parents=True, exist_ok=True)
-    pidfile.write_text(str(os.getpid()))
+    private_dir(pidfile.parent)
+    write_private(pidfile, str(os.getpid()))
     engine = app_engine(settings)
     publish = Publisher(create_app(settings))
     try:
@@ -151,15 +162,24 @@ def _status_snapshot(settings: Settings) -> dict[str, Any]:
     finally:
         engine.dispose()
     pid = _read_pid(settings.pidfile)
-    snapshot["host"] = {"pid": pid, "http": settings.http.base_url, "reachable": _host_reachable(settings)}
+    problem = _host_problem(settings)
+    snapshot["host"] = {
+        "pid": pid,
+        "http": settings.http.base_url,
+        "reachable": problem is None,
+        "problem": problem,
+    }
     return snapshot
 
 
-def _host_reachable(settings: Settings) -> bool:
-    try:
-        return httpx.get(f"{settings.http.base_url}/status", timeout=2.0).status_code == 200
-    except httpx.HTTPError:
-        return False
+def _host_problem(settings: Settings) -> str | None:
+    """None when the host answers ``/status`` (with the token), else why not."""
+    with host_client(settings, timeout=2.0) as client:
+        try:
+            host_request(client, settings, "GET", "/status")
+        except HostError as exc:
+            return str(exc)
+    return None
 
 
 @host_main.command(help="Show connectors, queues, leases, workers, sandbox and next scheduled runs.")
@@ -176,6 +196,8 @@ def status(as_json: bool) -> None:
         f"[bold]host[/]: {'up' if host['reachable'] else 'down'} (pid {host['pid'] or '-'}) "
         f"{host['http']}   broker: {snap['broker']}   timezone: {snap['timezone']}"
     )
+    if host["problem"] and host["pid"]:
+        console.print(f"[yellow]{host['problem']}[/]")
     table = Table(title="connectors")
     for col in ("name", "state", "detail", "last error", "last event"):
         table.add_column(col)
@@ -231,7 +253,7 @@ def health() -> None:
     snap = _status_snapshot(settings)
     problems = health_problems(snap)
     if not snap["host"]["reachable"]:
-        problems.insert(0, f"host not reachable at {settings.http.base_url}")
+        problems.insert(0, f"host not reachable at {settings.http.base_url}: {snap['host']['problem']}")
     if problems:
         for problem in problems:
             err.print(f"[red]unhealthy:[/] {problem}")

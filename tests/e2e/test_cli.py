@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import http.server
+import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import httpx
@@ -11,7 +14,8 @@ import psutil
 import pytest
 
 from tests.conftest import base_env
-from tests.integration.stack import procfile_stack, wait_for
+from tests.integration.conftest import make_stack  # noqa: F401 - the fixture
+from tests.integration.stack import host_headers, procfile_stack, wait_for
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,7 +24,16 @@ ROOT = Path(__file__).resolve().parents[2]
 def run(
     argv: list[str], env: dict[str, str], cwd: Path, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    """Run a command line as a user with the common umask 022 would."""
+    return subprocess.run(
+        argv,
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        umask=0o022,
+    )
 
 
 def test_smoke_on_a_fresh_data_directory(tmp_path: Path) -> None:
@@ -78,7 +91,8 @@ def test_run_daemonizes_with_a_pidfile_and_stop_ends_it(tmp_path: Path) -> None:
 
     def up() -> bool:
         try:
-            return httpx.get(f"{base}/status", timeout=1).status_code == 200
+            headers = host_headers(tmp_path / "data")
+            return httpx.get(f"{base}/status", headers=headers, timeout=1).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -86,9 +100,65 @@ def test_run_daemonizes_with_a_pidfile_and_stop_ends_it(tmp_path: Path) -> None:
         wait_for(up, 20, "the daemon's HTTP surface")
         again = run([str(BIN / "microclaw-host"), "run"], env, tmp_path)
         assert again.returncode == 1 and f"already running (pid {pid})" in again.stderr
+        # The daemon's own files are private even though this test runs under umask 022.
+        for name in ("host.log", "microclaw-host.pid", "http-token"):
+            assert stat.S_IMODE((tmp_path / "data" / name).stat().st_mode) == 0o600, name
     finally:
         stopped = run([str(BIN / "microclaw-host"), "stop"], env, tmp_path)
     assert stopped.returncode == 0, stopped.stderr
     assert not pidfile.exists()
     # Gone, or a zombie waiting for this container's init to reap it: either way not running.
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+class _Broken(http.server.BaseHTTPRequestHandler):
+    """A host stand-in that answers every request with a server error (no JSON)."""
+
+    def _answer(self) -> None:
+        self.send_response(500)
+        self.send_header("Content-Type", "text/plain")
+        self.end_headers()
+        self.wfile.write(b"Internal Server Error")
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+def test_chat_prints_a_clear_error_when_the_host_answers_500(tmp_path: Path) -> None:
+    env = base_env(tmp_path)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", int(env["MICROCLAW_HTTP__PORT"])), _Broken)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        result = run([str(BIN / "microclaw"), "chat", "-m", "hi", "--timeout", "5"], env, tmp_path)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "the host answered 500: Internal Server Error" in result.stderr
+
+
+def test_chat_and_status_explain_a_refused_token_and_a_host_that_is_down(make_stack) -> None:  # noqa: F811
+    stack = make_stack()
+    chat = [str(BIN / "microclaw"), "chat", "-m", "hi", "--timeout", "5"]
+    down = run(chat, stack.env, stack.root)
+    assert down.returncode == 1 and "Traceback" not in down.stderr
+    assert "the host is not running" in down.stderr
+    stack.host()
+    stack.wait_host()
+    token_file = stack.settings.http_token_path
+    token = token_file.read_text()
+    token_file.write_text("a-token-from-another-install-" + "x" * 20)
+    refused = run(chat, stack.env, stack.root)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "the host refused this client (401" in refused.stderr
+    assert str(token_file) in refused.stderr
+    health = run([str(BIN / "microclaw-host"), "health"], stack.env, stack.root)
+    assert health.returncode == 1 and "401" in health.stderr
+    token_file.write_text(token)
+    bad_chat = run([*chat[:-2], "--chat-id", "tg:-100123"], stack.env, stack.root)
+    assert bad_chat.returncode == 1 and "Traceback" not in bad_chat.stderr
+    assert "chat_id must be a local chat" in bad_chat.stderr
