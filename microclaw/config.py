@@ -300,7 +300,8 @@ class HttpSettings(SettingsTable):
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host  # ::1 -> [::1]
+        return f"http://{host}:{self.port}"
 
 
 class LoggingSettings(SettingsTable):

@@ -425,3 +425,13 @@ def test_parse_size(text, expected) -> None:
 def test_memory_bytes() -> None:
     assert SandboxSettings(memory="2g").memory_bytes == 2 * 1024**3
     assert SandboxSettings().uid_gid == (1000, 1000)
+
+
+def test_the_http_base_url_brackets_ipv6_loopback_and_the_token_lives_in_the_data_dir(
+    isolated_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MICROCLAW_HTTP__HOST", "::1")
+    monkeypatch.setenv("MICROCLAW_HTTP__PORT", "8765")
+    s = load_settings()
+    assert s.http.base_url == "http://[::1]:8765"
+    assert s.http_token_path == s.data_dir / "http-token"
