@@ -7,7 +7,7 @@ from typing import ClassVar, Self
 import pytest
 
 from microclaw import connectors as registry
-from microclaw.config import Settings, load_settings
+from microclaw.config import load_settings
 from microclaw.connectors.base import BaseConnector, ConnectorSettings
 from microclaw.errors import ConfigError
 from microclaw.runtime.wiring import (
@@ -19,7 +19,6 @@ from microclaw.runtime.wiring import (
 )
 from microclaw.store import audit
 from microclaw.store.db import read_tx
-from tests.conftest import file_mode
 
 
 class NeedsToken(BaseConnector):
@@ -149,14 +148,3 @@ def test_bootstrap_never_creates_the_local_group_folder_through_a_link(
         assert (settings.groups_dir / "other").is_dir()
     finally:
         engine.dispose()
-
-
-@pytest.mark.usefixtures("umask_022")
-def test_bootstrap_makes_the_data_dir_private_and_precreates_other_libraries_databases(
-    settings: Settings,
-) -> None:
-    settings.data_dir.mkdir(mode=0o755)  # as an older version or `mkdir data` left it
-    bootstrap_database(settings)
-    assert file_mode(settings.data_dir) == 0o700
-    for name in ("microclaw.db", "broker.db", "sandbox-results.db"):
-        assert file_mode(settings.data_dir / name) == 0o600, name
