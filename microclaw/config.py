@@ -253,7 +253,7 @@ class BeatSettings(SettingsTable):
 
 
 class SchedulerSettings(SettingsTable):
-    """Limits on scheduled tasks (NanoClaw has none; see docs/security/tasks.md)."""
+    """Limits on scheduled tasks (NanoClaw has none; see docs/security.md)."""
 
     section: ClassVar[str] = "scheduler"
 

@@ -200,7 +200,7 @@ def _lock_exec_dir(path: Path, uid: int) -> None:
     """Once the executor's socket exists: read-only for the container (it is not the owner).
 
     When the host user *is* the container's uid this cannot be enforced (the container could
-    chmod it back); run the sandbox as another uid (docs/security/sandbox.md).
+    chmod it back); run the sandbox as another uid (docs/security.md, "The sandbox").
     """
     if os.geteuid() == uid:
         logger.warning("sandbox user has the host's uid %d: its exec folder cannot be locked", uid)

@@ -26,7 +26,7 @@ every process that is (a) a descendant of the command (the command is made a chi
 subreaper when ``ctypes`` is there, so orphans of its subtree stay under it while it lives),
 (b) in its session or process group, or (c) carries the exec's ``MICROCLAW_EXEC_ID`` mark in
 its environment (which ``setsid`` and daemonizing keep; only a process that clears its own
-environment *and* escapes a subreaper-less tree gets away, see docs/security/sandbox.md). A
+environment *and* escapes a subreaper-less tree gets away, see docs/security.md). A
 command that exits on its own may leave background processes running, as before: they end
 with the container.
 
