@@ -218,7 +218,7 @@ class BrokerSettings(SettingsTable):
     section: ClassVar[str] = "broker"
 
     url: Url = "sqla+sqlite:///data/broker.db"
-    polling_interval: float = Field(0.02, ge=0.001)
+    polling_interval: float = Field(1.0, ge=0.001)
     cleanup_interval_s: float = Field(300.0, ge=1)
 
     @property

@@ -1,11 +1,12 @@
-"""``microclaw.sweep`` re-publishes lost wake-ups and deliveries; ``microclaw.cleanup`` deletes
-consumed broker rows and stale heartbeats."""
+"""``microclaw.sweep`` re-publishes lost wake-ups and deliveries; ``microclaw.cleanup`` does the
+broker's housekeeping (dead consumers' messages back, expired reply/pidbox queues deleted) and
+deletes stale heartbeats."""
 
 from __future__ import annotations
 
 import logging
 
-from microclaw.broker.transport import purge_consumed
+from microclaw.broker.transport import housekeep
 from microclaw.pipeline.sweeper import sweep as find_stranded
 from microclaw.runtime import queues
 from microclaw.store import status
@@ -30,10 +31,10 @@ def sweep() -> dict[str, int]:
 
 
 @app.task(name=queues.CLEANUP, ignore_result=True)
-def cleanup() -> int:
+def cleanup() -> dict[str, int]:
     ctx = context()
-    removed = purge_consumed(ctx.settings.broker.url)
+    done = housekeep(ctx.settings.broker.url)
     with write_tx(ctx.engine) as conn:
         status.prune_heartbeats(conn, seen_before_ms=now_ms() - HEARTBEAT_RETENTION_MS)
-    logger.info("broker cleanup removed %d consumed rows", removed)
-    return removed
+    logger.info("broker housekeeping: %s", done)
+    return done

@@ -2,8 +2,11 @@
 
 `create_app` turns validated settings into a Celery app: broker, routes, task modules, beat
 schedule. Chat tasks ignore results (sandbox tasks carry their own result store, see
-`microclaw.sandbox.client`); with the SQLite broker remote control, gossip, mingle and
-heartbeats are off (the transport has no fanout). `Publisher` is how other code publishes
+`microclaw.sandbox.client`). Remote control and task events are on for every broker (the
+SQLite transport has fanout and shared bindings), so ``celery inspect|control|status|events``
+and flower work; Celery itself turns mingle and gossip on only for Redis and RabbitMQ. The
+idempotent chat and maintenance tasks ack late: a worker killed mid-task leaves its messages
+to be delivered again (`ACKS_LATE`). `Publisher` is how other code publishes
 kicks, deliveries and typing pulses.
 
 Does not: create the process-wide app or connect Celery's signals. The worker and beat
@@ -32,6 +35,18 @@ TASK_MODULES = (
     "tasks.typing",
 )
 BEAT_SCHEDULER = "workers.beat:DatabaseScheduler"
+# Tasks that are safe to run twice (kick/deliver are idempotent by design, ingest by message
+# id, the maintenance tasks by construction) ack after they ran, so a crash redelivers them.
+# Sandbox tasks ack on start: re-running a tool command after a crash is not harmless.
+ACKS_LATE = (
+    queues.KICK,
+    queues.INGEST,
+    queues.DELIVER,
+    queues.TYPING,
+    queues.TICK,
+    queues.SWEEP,
+    queues.CLEANUP,
+)
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -77,8 +92,9 @@ def create_app(settings: Settings, *, set_as_current: bool = False) -> Celery:
         worker_prefetch_multiplier=1,
         worker_concurrency=settings.router.concurrency,
         worker_hijack_root_logger=False,
-        worker_enable_remote_control=not settings.broker.is_sqlite,
-        worker_send_task_events=False,
+        worker_enable_remote_control=True,
+        worker_send_task_events=True,
+        task_annotations={name: {"acks_late": True} for name in ACKS_LATE},
         broker_heartbeat=0,
         timezone="UTC",
         beat_schedule=beat_schedule(settings),

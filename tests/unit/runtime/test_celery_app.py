@@ -16,10 +16,7 @@ from microclaw.runtime.celery_app import TASK_MODULES, Publisher, beat_schedule,
 def _published(settings: Settings) -> list[tuple[str, str, list[object]]]:
     """(queue, task name, args) of every message in the broker file, oldest first."""
     with sqlite3.connect(sqlite_path(settings.broker.url)) as db:
-        rows = db.execute(
-            "SELECT q.name, m.payload FROM kombu_message m JOIN kombu_queue q ON q.id = m.queue_id"
-            " ORDER BY m.id"
-        ).fetchall()
+        rows = db.execute("SELECT queue, payload FROM broker_message ORDER BY id").fetchall()
     out = []
     for queue, payload in rows:
         message = json.loads(payload)
@@ -51,8 +48,9 @@ def test_the_factory_does_not_become_the_current_app_unless_asked(settings: Sett
     assert app.conf.imports == TASK_MODULES
     assert app.conf.microclaw_settings is settings
     assert app.conf.worker_concurrency == settings.router.concurrency
-    # No fanout on the SQLite broker: remote control stays off there.
-    assert app.conf.worker_enable_remote_control is (not settings.broker.is_sqlite)
+    # The SQLite transport has fanout and shared bindings: remote control and events are on.
+    assert app.conf.worker_enable_remote_control is True
+    assert app.conf.worker_send_task_events is True
 
 
 def test_beat_schedule_runs_maintenance_on_its_queue_and_the_idle_stop_on_the_sandbox(
