@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: run test install lint bench smoke clean
+.PHONY: run test install lint bench smoke flower clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("MicroClaw needs Python 3.11 or newer" if sys.version_info < (3, 11) else 0)'
@@ -31,6 +31,15 @@ test: install
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
+
+## Celery's web monitor on http://127.0.0.1:5555 (loopback only), basic auth "admin" with a
+## generated password kept in data/flower-auth (mode 0600; delete it to get a new one).
+flower: install
+	@mkdir -p data && umask 077 && test -s data/flower-auth || \
+		echo "admin:$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(24))')" > data/flower-auth
+	@echo "flower: http://127.0.0.1:$${FLOWER_PORT:-5555}  (user/password in data/flower-auth)"
+	FLOWER_BASIC_AUTH="$$(cat data/flower-auth)" $(BIN)/celery -A workers.app flower \
+		--address=127.0.0.1 --port=$${FLOWER_PORT:-5555}
 
 smoke: install
 	$(BIN)/microclaw-host smoke
