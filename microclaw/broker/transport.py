@@ -65,10 +65,17 @@ class SQLiteQoS(virtual.QoS):
     def ack(self, delivery_tag: Any) -> None:
         self.channel._settle(delivery_tag, requeue=False)
         super().ack(delivery_tag)
+        self._wake()  # after the tag is marked done: a prefetch slot is free for the next message
 
     def reject(self, delivery_tag: Any, requeue: bool = False) -> None:
         self.channel._settle(delivery_tag, requeue=requeue)
         super().ack(delivery_tag)  # forget it; its row already went back or away
+        self._wake()
+
+    def _wake(self) -> None:
+        transport = self.channel.connection
+        if transport is not None:
+            transport.wake_self()
 
     def restore_unacked(self) -> list[Any]:
         self._flush()
@@ -256,7 +263,6 @@ class SQLiteChannel(virtual.Channel):
             self.connection.ring_queues(self.broker.release([msg_id], owner))
         else:
             self.broker.ack([msg_id], owner)
-        self.connection.wake_self()  # the consume loop may now take the next message
 
     def _release(self, tags: Iterable[Any]) -> None:
         if self._pid != os.getpid():
