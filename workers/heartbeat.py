@@ -1,7 +1,9 @@
 """Worker and beat liveness: a daemon thread upserts a heartbeat row every few seconds.
 
-Celery's broadcast inspection does not work on the SQLite broker, so `microclaw-host status`
-reads these rows instead (a row older than three intervals means the process is gone).
+`microclaw-host status` and `health` read these rows (a row older than three intervals means
+the process is gone): one database read, with no broadcast round trip to wait for, and beat,
+which answers no remote control, is covered too. ``celery inspect`` works as well (see
+`microclaw.broker`).
 """
 
 from __future__ import annotations
