@@ -73,7 +73,7 @@ def chat(message: str | None, chat_id: str | None, timeout: float) -> None:
                 with console.status("thinking…"):
                     replies = session.wait_replies(after, timeout)
             except HostError as exc:
-                err.print(f"[bold red]error:[/] {exc}")
+                err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
                 continue
             for reply in replies:
                 console.print(f"[bold green]{settings.assistant_name}>[/] {reply['text']}")

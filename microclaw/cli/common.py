@@ -29,7 +29,8 @@ def load_settings_or_exit() -> Settings:
 
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print ``message`` as an error and exit with ``code``."""
-    err.print(f"[bold red]error:[/] {message}")
+    # soft_wrap: a path or command in the message stays on one line, whole and copyable.
+    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
     sys.exit(code)
 
 

@@ -256,7 +256,7 @@ def health() -> None:
         problems.insert(0, f"host not reachable at {settings.http.base_url}: {snap['host']['problem']}")
     if problems:
         for problem in problems:
-            err.print(f"[red]unhealthy:[/] {problem}")
+            err.print(f"[red]unhealthy:[/] {problem}", soft_wrap=True)
         sys.exit(1)
     console.print("healthy")
 

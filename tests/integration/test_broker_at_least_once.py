@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import sqlite3
+import time
 
 import pytest
 from sqlalchemy import text
@@ -19,7 +20,7 @@ from microclaw.store.db import read_tx, write_tx
 from tests.integration.stack import wait_for
 
 pytestmark = pytest.mark.slow
-N = 80
+N = 200  # enough work that the worker is caught holding one before it has done them all
 
 
 def _envelope(i: int) -> str:
@@ -67,13 +68,16 @@ def test_sigkilled_ingest_worker_loses_nothing_and_keeps_order(make_stack) -> No
 
     worker = stack.router("router-1", 1)
     wait_for(lambda: len(_stored(stack)) >= 10, 60, "the first envelopes to be stored")
-    # Freeze the worker where it holds an unacked message, then kill it there.
-    for _ in range(200):
-        os.killpg(worker.pid, signal.SIGSTOP)
+    # Freeze the worker where it holds an unacked message, then kill it there. Stopping it only
+    # once a held row is seen (and checking again once stopped) does not depend on timing.
+    deadline = time.monotonic() + 30
+    held = 0
+    while not held and time.monotonic() < deadline and len(_stored(stack)) < N:
         if _held(stack):
-            break
-        os.killpg(worker.pid, signal.SIGCONT)
-    held = _held(stack)
+            os.killpg(worker.pid, signal.SIGSTOP)
+            held = _held(stack)
+            if not held:
+                os.killpg(worker.pid, signal.SIGCONT)
     stack.kill("router-1")
     assert held >= 1
     stored_at_kill = len(_stored(stack))
