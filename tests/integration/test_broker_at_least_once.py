@@ -10,6 +10,7 @@ import signal
 import sqlite3
 import time
 
+import psutil
 import pytest
 from sqlalchemy import text
 
@@ -55,6 +56,30 @@ def _held(stack) -> int:
         db.close()
 
 
+def _wait_stopped(pgid: int) -> None:
+    """Return once every process of the group is stopped (state T), so none can ack any more."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        group = [p for p in psutil.process_iter() if _pgid(p.pid) == pgid]
+        if all(_state(p) == psutil.STATUS_STOPPED for p in group):
+            return
+    raise AssertionError(f"process group {pgid} did not stop")
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+
+
+def _state(proc: psutil.Process) -> str:
+    try:
+        return str(proc.status())
+    except psutil.NoSuchProcess:
+        return psutil.STATUS_STOPPED  # gone: it cannot ack either
+
+
 def test_sigkilled_ingest_worker_loses_nothing_and_keeps_order(make_stack) -> None:
     # A long backstop poll: the restarted worker must get the messages from its own start-up
     # reap and the doorbells, not from polling.
@@ -75,6 +100,7 @@ def test_sigkilled_ingest_worker_loses_nothing_and_keeps_order(make_stack) -> No
     while not held and time.monotonic() < deadline and len(_stored(stack)) < N:
         if _held(stack):
             os.killpg(worker.pid, signal.SIGSTOP)
+            _wait_stopped(worker.pid)  # a signal reaches a process running on another core late
             held = _held(stack)
             if not held:
                 os.killpg(worker.pid, signal.SIGCONT)
