@@ -2,13 +2,16 @@
 
 Importing this module loads and validates the settings once (an invalid setting stops the
 process with a message naming the key), builds the app and connects Celery's process hooks:
-logging, migrating the schema at start, rebuilding per-process state after fork, heartbeats,
-and booting / shutting down the sandbox role. Task modules (``tasks/``) decorate their
+logging, migrating the schema at start, warming up the roles this worker serves, rebuilding
+per-process state after fork (only a scale-out install that asks for ``-P prefork`` forks),
+heartbeats, and booting / shutting down the sandbox role. Task modules (``tasks/``) decorate their
 functions with `app` and publish through `publish`.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 from typing import Any
 
 from celery import signals
@@ -21,6 +24,7 @@ from microclaw.runtime.celery_app import Publisher, create_app
 from microclaw.runtime.wiring import bootstrap_database
 from workers import context, heartbeat, sandbox
 
+logger = logging.getLogger(__name__)
 settings = load_settings()
 app = create_app(settings, set_as_current=True)
 publish = Publisher(app)
@@ -41,10 +45,17 @@ def _worker_init(**_: Any) -> None:
 
 @signals.worker_process_init.connect
 def _after_fork(**_: Any) -> None:
-    # Engines and connections cached before fork must not be shared with the parent.
+    # Prefork only: engines and connections cached before fork must not be shared with the parent.
     dispose_engines()
     context.reset()
     context.warm_up()
+
+
+def _warm_up(router: bool, outbound: bool) -> None:
+    try:
+        context.warm_up(router=router, outbound=outbound)
+    except Exception:  # the first task builds it again and reports the error where it matters
+        logger.warning("warm-up failed", exc_info=True)
 
 
 @signals.worker_ready.connect
@@ -69,6 +80,18 @@ def _sandbox_boot(sender: Any = None, instance: Any = None, **_: Any) -> None:
     # and starts reporting readiness (refusing a forking pool, see workers/sandbox.py).
     if _consumes(instance, queues.SANDBOX):
         sandbox.boot_worker(settings, instance)
+    router, outbound = _consumes(instance, queues.ROUTER), _consumes(instance, queues.OUTBOUND)
+    if (router or outbound) and not _forks(instance):
+        # Threads pool: build the provider and the send clients' modules while the consumer
+        # connects, in parallel, rather than on the first message.
+        threading.Thread(target=_warm_up, args=(router, outbound), name="warm-up", daemon=True).start()
+
+
+def _forks(worker: Any) -> bool:
+    from celery.concurrency.prefork import TaskPool as PreforkPool
+
+    pool = getattr(worker, "pool_cls", None)
+    return isinstance(pool, type) and issubclass(pool, PreforkPool)
 
 
 @signals.worker_shutdown.connect

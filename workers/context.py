@@ -1,6 +1,14 @@
 """Per-process context for Celery tasks: the app engine, the connectors' send clients, an event
-loop runner, and the router's and outbound worker's dependencies, built lazily once per
-process (again after fork) by the composition root (`microclaw.runtime.wiring`).
+loop runner, and the router's and outbound worker's dependencies, built lazily by the
+composition root (`microclaw.runtime.wiring`).
+
+Workers run Celery's threads pool, so one context serves many task threads at once:
+- shared by every thread, built once under a lock: the engine (SQLAlchemy's pool is
+  thread-safe) and the router's dependencies (provider clients are thread-safe, the agent
+  keeps no per-call state);
+- one per thread: the ``asyncio.Runner`` (an event loop belongs to one thread) and what is bound
+  to its loop, the connectors' async send clients and the outbound dependencies built on them.
+A forked child (a prefork pool, if a scale-out install asks for one) gets a fresh context.
 
 `workers.app` binds the settings, the app and its publisher once at import; tasks are entry
 points, so they may ask for `context()`; library code never does.
@@ -10,18 +18,23 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from dataclasses import dataclass, field
-from functools import cached_property
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from celery import Celery
-from sqlalchemy import Engine
 
 from microclaw.config import Settings
-from microclaw.connectors.base import BaseConnector
-from microclaw.pipeline.delivery import DeliveryDeps
-from microclaw.pipeline.router import RouterDeps
-from microclaw.runtime import wiring
 from microclaw.runtime.celery_app import Publisher
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from microclaw.connectors.base import BaseConnector
+    from microclaw.pipeline.delivery import DeliveryDeps
+    from microclaw.pipeline.router import RouterDeps
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -30,22 +43,40 @@ class ProcessContext:
     app: Celery
     publish: Publisher
     pid: int = field(default_factory=os.getpid)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _shared: dict[str, Any] = field(default_factory=dict, repr=False)
+    _local: threading.local = field(default_factory=threading.local, repr=False)
 
-    @cached_property
+    def _once(self, key: str, build: Any) -> Any:
+        try:
+            return self._shared[key]
+        except KeyError:
+            pass
+        with self._lock:
+            if key not in self._shared:
+                self._shared[key] = build()
+            return self._shared[key]
+
+    def _per_thread(self, key: str, build: Any) -> Any:
+        value = getattr(self._local, key, None)
+        if value is None:
+            value = build()
+            setattr(self._local, key, value)
+        return value
+
+    @property
     def engine(self) -> Engine:
-        return wiring.app_engine(self.settings)
+        from microclaw.runtime import wiring
 
-    @cached_property
-    def connectors(self) -> list[BaseConnector]:
-        boots = wiring.build_connectors(self.settings, quiet=True)
-        return [b.connector for b in boots if b.connector is not None]
+        return self._once("engine", lambda: wiring.app_engine(self.settings))
 
-    @cached_property
-    def runner(self) -> asyncio.Runner:
-        return asyncio.Runner()
-
-    @cached_property
+    @property
     def router_deps(self) -> RouterDeps:
+        return self._once("router_deps", self._build_router_deps)
+
+    def _build_router_deps(self) -> RouterDeps:
+        from microclaw.runtime import wiring
+
         agent = wiring.build_agent_fn(
             self.settings,
             self.engine,
@@ -58,15 +89,38 @@ class ProcessContext:
             agent,
             publish_deliver=self.publish.deliver,
             publish_typing=self.publish.typing,
+            publish_sandbox_ensure=self.publish.sandbox_ensure,
         )
 
-    @cached_property
+    @property
+    def runner(self) -> asyncio.Runner:
+        """This thread's event loop runner."""
+        return self._per_thread("runner", asyncio.Runner)
+
+    @property
+    def connectors(self) -> list[BaseConnector]:
+        """This thread's send clients (async clients are bound to this thread's loop)."""
+        from microclaw.runtime import wiring
+
+        def build() -> list[BaseConnector]:
+            boots = wiring.build_connectors(self.settings, quiet=True)
+            return [b.connector for b in boots if b.connector is not None]
+
+        return self._per_thread("connectors", build)
+
+    @property
     def delivery_deps(self) -> DeliveryDeps:
-        return wiring.build_delivery_deps(self.settings, self.engine, self.connectors, self.runner)
+        from microclaw.runtime import wiring
+
+        return self._per_thread(
+            "delivery_deps",
+            lambda: wiring.build_delivery_deps(self.settings, self.engine, self.connectors, self.runner),
+        )
 
 
 _bound: tuple[Settings, Celery, Publisher] | None = None
 _context: ProcessContext | None = None
+_context_lock = threading.Lock()
 
 
 def bind(settings: Settings, app: Celery, publish: Publisher) -> None:
@@ -81,9 +135,13 @@ def context() -> ProcessContext:
     global _context
     if _bound is None:
         raise RuntimeError("workers.context is unbound: import workers.app first")
-    if _context is None or _context.pid != os.getpid():
-        _context = ProcessContext(*_bound)
-    return _context
+    ctx = _context
+    if ctx is None or ctx.pid != os.getpid():
+        with _context_lock:
+            if _context is None or _context.pid != os.getpid():
+                _context = ProcessContext(*_bound)
+            ctx = _context
+    return ctx
 
 
 def reset() -> None:
@@ -91,11 +149,16 @@ def reset() -> None:
     _context = None
 
 
-def warm_up() -> None:
-    """Build this process's context now (engine, provider, send clients) so the first task does
-    not pay for it: that cost showed up as 100-400 ms on the first message per child."""
+def warm_up(*, router: bool = True, outbound: bool = True) -> None:
+    """Build the shared part of this process's context now (engine, provider) so the first task
+    does not pay for it: that cost showed up as 100-400 ms on the first message. Per-thread
+    parts (runner, send clients) are built by each thread on first use."""
     ctx = context()
     with ctx.engine.connect():
         pass
-    _ = ctx.router_deps
-    _ = ctx.delivery_deps
+    if router:
+        _ = ctx.router_deps
+    if outbound:
+        from microclaw.runtime import wiring
+
+        wiring.build_connectors(ctx.settings, quiet=True)  # imports the connectors' modules

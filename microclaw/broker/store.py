@@ -424,3 +424,47 @@ def open_existing(path: Path) -> sqlite3.Connection | None:
     db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
     db.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
     return db
+
+
+# Set on every task message by `microclaw.runtime.celery_app` (``before_task_publish``).
+SENT_HEADER = "microclaw_sent_ms"
+
+
+def ready_waits(path: Path, queues: Iterable[str], *, now: int, scan: int = 20) -> dict[str, int]:
+    """How long the oldest ready message of each queue has been waiting to be taken, in ms.
+
+    Read-only. A message's wait starts when it was published (`SENT_HEADER`) or, for a
+    countdown/ETA task, when it fell due; a message not yet due does not count. The first
+    ``scan`` ready messages of each queue are looked at (they are the oldest, in order). Queues
+    with nothing ready, and messages published without the header, are left out; no broker
+    file yet gives {}.
+    """
+    import json
+    from datetime import datetime
+
+    db = open_existing(path)
+    if db is None:
+        return {}
+    waits: dict[str, int] = {}
+    try:
+        for queue in queues:
+            rows = db.execute(
+                "SELECT payload FROM broker_message WHERE queue = ? AND owner IS NULL ORDER BY id LIMIT ?",
+                (queue, scan),
+            ).fetchall()
+            for (payload,) in rows:
+                try:
+                    headers = json.loads(payload).get("headers") or {}
+                    since = int(headers[SENT_HEADER])
+                    eta = headers.get("eta")
+                    if eta:
+                        since = max(since, int(datetime.fromisoformat(eta).timestamp() * 1000))
+                except (ValueError, KeyError, TypeError, AttributeError):
+                    continue
+                if now >= since:
+                    waits[queue] = max(waits.get(queue, 0), now - since)
+    except sqlite3.OperationalError:
+        return waits
+    finally:
+        db.close()
+    return waits

@@ -224,6 +224,8 @@ def status(as_json: bool) -> None:
         f"queues: {snap['queues'] or '-'}   runs in progress: {snap['runs_in_progress']}   "
         f"leases held: {len(snap['leases'])}   outbox: {snap['outbox'] or '-'}"
     )
+    waits = {q: f"{ms / 1000:.1f}s" for q, ms in snap.get("queue_waits", {}).items()}
+    console.print(f"oldest ready work waiting: {waits or '-'}")
     console.print(_sandbox_line(snap["sandbox"]))
     for task in snap["scheduler_next_runs"]:
         console.print(f"next run: {task['next_run']}  {task['id']}  {task['schedule']}  ({task['chat_jid']})")

@@ -74,6 +74,9 @@ class RouterDeps:
     allowlist: Callable[[], SenderAllowlist] | None = None
     # Shows "typing…" in the chat while a message run works (best effort, never blocks a run).
     publish_typing: Callable[[str], object] | None = None
+    # Starts the group's container without waiting (folder, is_main) as a run begins, so it
+    # boots while the first model call is in flight (best effort, never blocks a run).
+    prepare_sandbox: Callable[[str, bool], object] | None = None
 
 
 @dataclass(frozen=True)
@@ -352,6 +355,7 @@ def _run_messages(deps: RouterDeps, chat_jid: str, token: int, work: _MessageWor
             logger.debug("typing indicator not published", extra={"chat_jid": chat_jid}, exc_info=True)
     prompt = format_messages(work.batch, deps.config.timezone)
     request = AgentRequest(chat_jid, work.group.folder, work.group.is_main, prompt, run_id=work.run_id)
+    _prepare_sandbox(deps, work.group)
     reply, error = _call_agent(deps, chat_jid, token, request)
     queued = False
     with write_tx(deps.engine) as conn:
@@ -368,6 +372,15 @@ def _run_messages(deps: RouterDeps, chat_jid: str, token: int, work: _MessageWor
     if queued:
         _publish(deps, chat_jid)
     return following
+
+
+def _prepare_sandbox(deps: RouterDeps, group: Group) -> None:
+    if deps.prepare_sandbox is None:
+        return
+    try:
+        deps.prepare_sandbox(group.folder, group.is_main)
+    except Exception:
+        logger.debug("early sandbox start not published", extra={"group": group.folder}, exc_info=True)
 
 
 def _run_task(deps: RouterDeps, chat_jid: str, token: int, work: _TaskWork) -> Work | None:
@@ -387,6 +400,7 @@ def _run_task(deps: RouterDeps, chat_jid: str, token: int, work: _TaskWork) -> W
             script=work.task.script or None,
             task_prompt=work.task.prompt,
         )
+        _prepare_sandbox(deps, work.group)
         reply, error = _call_agent(deps, chat_jid, token, request)
     queued = False
     with write_tx(deps.engine) as conn:

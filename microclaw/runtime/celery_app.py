@@ -7,7 +7,14 @@ SQLite transport has fanout and shared bindings), so ``celery inspect|control|st
 and flower work; Celery itself turns mingle and gossip on only for Redis and RabbitMQ. The
 idempotent chat and maintenance tasks ack late: a worker killed mid-task leaves its messages
 to be delivered again (`ACKS_LATE`). `Publisher` is how other code publishes
-kicks, deliveries and typing pulses.
+kicks, deliveries, typing pulses and early sandbox starts.
+
+Workers run Celery's threads pool by default (``worker_pool``): the roles are I/O bound, and a
+forking pool on the SQLite broker froze when one child was SIGKILLed (all children asleep on
+billiard's shared semaphore; SQLite and SQLAlchemy state crossing fork). One worker process
+serves the router, outbound and maintenance queues with ``router.concurrency`` threads plus
+`EXTRA_THREADS` for deliveries and upkeep. Every task message carries the time it was published
+(`microclaw.broker.store.SENT_HEADER`), so health can tell how long ready work has waited.
 
 Does not: create the process-wide app or connect Celery's signals. The worker and beat
 processes do that in ``workers/app.py`` (``celery -A workers.app``); the host builds an app
@@ -16,11 +23,13 @@ here only to publish.
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
 
+from microclaw.broker.store import SENT_HEADER
 from microclaw.broker.transport import celery_broker_options
 from microclaw.config import Settings
 from microclaw.runtime import queues
@@ -35,6 +44,8 @@ TASK_MODULES = (
     "tasks.typing",
 )
 BEAT_SCHEDULER = "workers.beat:DatabaseScheduler"
+# Threads beyond ``router.concurrency`` in a worker that also serves outbound and maintenance.
+EXTRA_THREADS = 3
 # Tasks that are safe to run twice (kick/deliver are idempotent by design, ingest by message
 # id, the maintenance tasks by construction) ack after they ran, so a crash redelivers them.
 # Sandbox tasks ack on start: re-running a tool command after a crash is not harmless.
@@ -90,7 +101,8 @@ def create_app(settings: Settings, *, set_as_current: bool = False) -> Celery:
         task_serializer="json",
         accept_content=["json"],
         worker_prefetch_multiplier=1,
-        worker_concurrency=settings.router.concurrency,
+        worker_pool="threads",
+        worker_concurrency=settings.router.concurrency + EXTRA_THREADS,
         worker_hijack_root_logger=False,
         worker_enable_remote_control=True,
         worker_send_task_events=True,
@@ -102,6 +114,13 @@ def create_app(settings: Settings, *, set_as_current: bool = False) -> Celery:
     )
     app.conf.microclaw_settings = settings
     return app
+
+
+@signals.before_task_publish.connect
+def _stamp_sent(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    """Record when each task message was published (read by health: how long ready work waits)."""
+    if headers is not None:
+        headers.setdefault(SENT_HEADER, int(time.time() * 1000))
 
 
 class Publisher:
@@ -121,3 +140,14 @@ class Publisher:
     def typing(self, chat_jid: str) -> None:
         """Show "typing…" in the chat (best effort; dropped if not sent within 10 s)."""
         self.app.send_task(queues.TYPING, args=[chat_jid], queue=queues.OUTBOUND, expires=10)
+
+    def sandbox_ensure(self, group: str, is_main: bool, expires_s: float = 60.0) -> None:
+        """Start the group's container now, without waiting for it (fire and forget): sent when a
+        run starts, so the container boots while the first model call is in flight."""
+        self.app.send_task(
+            queues.SANDBOX_ENSURE,
+            kwargs={"group": group, "is_main": is_main, "extra_mounts": []},
+            queue=queues.SANDBOX,
+            ignore_result=True,
+            expires=expires_s,
+        )

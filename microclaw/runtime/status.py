@@ -5,7 +5,12 @@
 runs in progress, outbox counts, worker and beat liveness (heartbeat rows), the next scheduled
 runs and sandbox readiness (the ``component_status`` row the sandbox worker keeps current).
 `health_problems()` reduces it to the list of reasons the system is not healthy (empty:
-healthy); an unavailable sandbox is reported but is not unhealthy (a machine without a
+healthy). A role is unhealthy when its process stopped writing heartbeats, and also when it is
+alive but does not take ready work: on the SQLite broker, ``queue_waits`` is how long the oldest
+ready message of each queue has waited (publish time, or due time for a countdown); a router,
+outbound or maintenance queue whose oldest ready message waited longer than `READY_STALE_MS`
+fails health (a frozen pool, a stopped process, or a role saturated for that long). An
+unavailable sandbox is reported but is not unhealthy (a machine without a
 container runtime still chats; its tools fail hard). Rendering is the CLI's job.
 """
 
@@ -16,15 +21,21 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from microclaw.broker.transport import queue_depths
+from microclaw.broker.store import ready_waits
+from microclaw.broker.transport import queue_depths, sqlite_path
 from microclaw.config import Settings
 from microclaw.pipeline import leases
+from microclaw.runtime import queues
 from microclaw.runtime.queues import QUEUES
 from microclaw.store import outbox, runs, tasks
 from microclaw.store import status as store_status
 from microclaw.store.db import now_ms, read_tx
 
 HEARTBEAT_STALE_MS = 20_000
+# Ready work older than this in a role's queue means the role is not taking it.
+READY_STALE_MS = 10_000
+# Queues whose waiting work makes the system unhealthy (the sandbox's does not, see above).
+WATCHED_QUEUES = (queues.ROUTER, queues.OUTBOUND, queues.MAINTENANCE)
 
 
 def sandbox_status(conn: Connection, settings: Settings, now: int) -> dict[str, Any]:
@@ -105,6 +116,7 @@ def collect_status(
         "broker": "sqlite" if settings.broker.is_sqlite else settings.broker.url.split("://", 1)[0],
         "connectors": connectors,
         "queues": queue_depths(settings.broker.url, QUEUES),
+        "queue_waits": queue_waits(settings, now),
         "leases": held,
         "runs_in_progress": running,
         "outbox": outbox_counts,
@@ -112,6 +124,13 @@ def collect_status(
         "scheduler_next_runs": next_runs,
         "sandbox": sandbox_probe() if sandbox_probe else sandbox,
     }
+
+
+def queue_waits(settings: Settings, now: int) -> dict[str, int]:
+    """Ms the oldest ready message of each queue has waited (SQLite broker only; {} otherwise)."""
+    if not settings.broker.is_sqlite:
+        return {}
+    return ready_waits(sqlite_path(settings.broker.url), QUEUES, now=now)
 
 
 def health_problems(status: dict[str, Any]) -> list[str]:
@@ -124,4 +143,11 @@ def health_problems(status: dict[str, Any]) -> list[str]:
     for role in ("microclaw.router", "microclaw.outbound", "beat"):
         if role not in alive_roles:
             problems.append(f"no live {role} process")
+    for queue in WATCHED_QUEUES:
+        waited = status.get("queue_waits", {}).get(queue, 0)
+        if waited > READY_STALE_MS:
+            problems.append(
+                f"{queue}: ready work has waited {waited / 1000:.0f} s and no worker takes it"
+                " (the role is frozen, stopped or saturated)"
+            )
     return problems

@@ -4,6 +4,9 @@ Entry points (the host, the worker and beat processes in ``workers/``, the CLI) 
 builders; nothing else reads settings. This is the one place where parts are put together:
 the app engine, connectors, the router's and the outbound worker's dependencies, the agent
 (provider, tools, memory, limits) and, in the sandbox worker only, the sandbox service.
+Heavy parts are imported inside the builder that needs them (the agent stack, the provider's
+SDK, the router, the sandbox client), so a process imports only what it runs: the host and
+beat never load the agent, and only the configured provider's SDK is ever imported.
 Builders are cheap and side-effect free except `bootstrap_database`, which migrates the app
 database and registers the local main group at first boot. The sandbox builders
 (`sandbox_config`, `sandbox_audit`, `build_sandbox`) run only in the sandbox worker: that is
@@ -23,36 +26,32 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from celery import Celery
 from sqlalchemy import Engine
 
 from microclaw import safefs
-from microclaw.agent.loop import Agent, AgentLimits, AgentRequest, AgentResult, run_agent
-from microclaw.agent.memory import AgentMemory
-from microclaw.agent.precheck import audited_precheck
-from microclaw.agent.providers import load_provider
-from microclaw.agent.providers.base import BaseProvider
-from microclaw.agent.tools.base import BaseTool, Toolbox
-from microclaw.agent.tools.host import HostEnv, host_tools
-from microclaw.agent.tools.sandbox import SandboxCalls, sandbox_tools
-from microclaw.config import AgentSettings, Settings
+from microclaw.config import Settings
 from microclaw.connectors import CONNECTORS
 from microclaw.connectors.base import BaseConnector, ConnectorSettings, Secrets
-from microclaw.core.senders import SenderAllowlist, load_sender_allowlist
 from microclaw.errors import ConfigError, UnsafePath
-from microclaw.pipeline.delivery import DeliveryDeps
-from microclaw.pipeline.router import AgentFn, RouterConfig, RouterDeps
 from microclaw.private import private_dir, private_sqlite
 from microclaw.registry import load_class
-from microclaw.sandbox.client import SandboxClient
-from microclaw.scheduler.schedule import ScheduleLimits
 from microclaw.store import groups
 from microclaw.store.audit import record_now
 from microclaw.store.db import create_sqlite_engine, migrate, write_tx
 
 if TYPE_CHECKING:
+    from celery import Celery
+
+    from microclaw.agent.loop import Agent
+    from microclaw.agent.providers.base import BaseProvider
+    from microclaw.agent.tools.sandbox import SandboxCalls
+    from microclaw.config import AgentSettings
+    from microclaw.core.senders import SenderAllowlist
+    from microclaw.pipeline.delivery import DeliveryDeps
+    from microclaw.pipeline.router import AgentFn, RouterConfig, RouterDeps
     from microclaw.sandbox.base import SandboxConfig
     from microclaw.sandbox.service import SandboxService
+    from microclaw.scheduler.schedule import ScheduleLimits
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +74,8 @@ def worker_name(role: str) -> str:
 
 
 def router_config(settings: Settings) -> RouterConfig:
+    from microclaw.pipeline.router import RouterConfig
+
     return RouterConfig(
         assistant_name=settings.assistant_name,
         default_trigger=settings.trigger,
@@ -93,8 +94,13 @@ def build_router_deps(
     *,
     publish_deliver: Callable[[str], object],
     publish_typing: Callable[[str], object] | None = None,
+    publish_sandbox_ensure: Callable[[str, bool], object] | None = None,
 ) -> RouterDeps:
-    """What `process_group` needs in a router worker."""
+    """What `process_group` needs in a router worker. With a provider that calls tools, a run
+    starts its group's container early through ``publish_sandbox_ensure``."""
+    from microclaw.pipeline.router import RouterDeps
+
+    tools = settings.agent.provider not in OFFLINE_PROVIDERS
     return RouterDeps(
         engine=engine,
         config=router_config(settings),
@@ -103,6 +109,7 @@ def build_router_deps(
         worker=worker_name("router"),
         allowlist=sender_allowlist_loader(settings),
         publish_typing=publish_typing,
+        prepare_sandbox=publish_sandbox_ensure if tools else None,
     )
 
 
@@ -110,6 +117,8 @@ def build_delivery_deps(
     settings: Settings, engine: Engine, connectors: list[BaseConnector], runner: asyncio.Runner
 ) -> DeliveryDeps:
     """What `deliver_chat` needs in an outbound worker."""
+    from microclaw.pipeline.delivery import DeliveryDeps
+
     return DeliveryDeps(
         engine=engine,
         connectors=connectors,
@@ -130,6 +139,10 @@ def build_agent_fn(
     """The callable the router runs: a real provider gets tools (sandbox, through ``app``, and
     host), sessions, memory files and spend control; the offline providers (scripted, none)
     answer in one plain step and never touch the sandbox."""
+    from microclaw.agent.loop import AgentRequest, AgentResult, run_agent
+    from microclaw.agent.providers import load_provider
+    from microclaw.sandbox.client import SandboxClient
+
     provider = load_provider(settings.agent)
     if settings.agent.provider in OFFLINE_PROVIDERS:
         name = settings.assistant_name
@@ -155,6 +168,8 @@ def build_agent_fn(
 
 def schedule_limits(settings: Settings) -> ScheduleLimits:
     """The limits on scheduled tasks: ``[scheduler]`` plus the agent's daily token budget."""
+    from microclaw.scheduler.schedule import ScheduleLimits
+
     return ScheduleLimits(
         min_interval=timedelta(seconds=settings.scheduler.min_interval_s),
         max_active_tasks=settings.scheduler.max_active_tasks_per_group,
@@ -181,6 +196,13 @@ def build_agent(
     A scheduled task's pre-check script runs through the same sandbox client and is audited
     (`audited_precheck`); without a client such a run fails, the script never runs on the host.
     """
+    from microclaw.agent.loop import Agent, AgentLimits
+    from microclaw.agent.memory import AgentMemory
+    from microclaw.agent.precheck import audited_precheck
+    from microclaw.agent.tools.base import BaseTool, Toolbox
+    from microclaw.agent.tools.host import HostEnv, host_tools
+    from microclaw.agent.tools.sandbox import sandbox_tools
+
     env = HostEnv(
         engine,
         timezone=timezone,
@@ -218,6 +240,8 @@ def build_agent(
 
 def sender_allowlist_loader(settings: Settings) -> Callable[[], SenderAllowlist]:
     """Re-reads the allowlist file on every call (edits take effect at once)."""
+    from microclaw.core.senders import load_sender_allowlist
+
     path = settings.sender_allowlist_path
     return lambda: load_sender_allowlist(path)
 

@@ -1,7 +1,7 @@
 """Real MicroClaw processes for integration tests: Celery workers, beat and the host.
 
-Each process runs in its own session (so SIGKILL takes its prefork children too) with an
-environment rooted in the test's temporary directory; logs go to files there, and a failing
+Workers run as the Procfile runs them: Celery's threads pool, one process per worker. Each
+process runs in its own session (so a SIGKILL takes anything it started) with an environment rooted in the test's temporary directory; logs go to files there, and a failing
 test prints them. Readiness is read from the heartbeat rows workers write, not from sleeps.
 """
 
@@ -212,6 +212,7 @@ class Stack:
         return proc
 
     def worker(self, name: str, queue_names: str, concurrency: int = 2) -> subprocess.Popen[bytes]:
+        """A threads-pool worker consuming ``queue_names`` (comma separated)."""
         return self._spawn(
             name,
             [
@@ -223,11 +224,10 @@ class Stack:
                 queue_names,
                 "-n",
                 f"{name}@%h",
+                "-P",
+                "threads",
                 "-c",
                 str(concurrency),
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
                 "-l",
                 "INFO",
             ],
@@ -238,6 +238,10 @@ class Stack:
 
     def outbound(self, name: str = "outbound") -> subprocess.Popen[bytes]:
         return self.worker(name, f"{queues.OUTBOUND},{queues.MAINTENANCE}", 2)
+
+    def combined(self, name: str = "worker", concurrency: int = 5) -> subprocess.Popen[bytes]:
+        """The default stack's one worker: router, outbound and maintenance in one threads pool."""
+        return self.worker(name, f"{queues.ROUTER},{queues.OUTBOUND},{queues.MAINTENANCE}", concurrency)
 
     def beat(self) -> subprocess.Popen[bytes]:
         return self._spawn(
