@@ -1,8 +1,9 @@
 """Real MicroClaw processes for integration tests: Celery workers, beat and the host.
 
 Workers run as the Procfile runs them: Celery's threads pool, one process per worker. Each
-process runs in its own session (so a SIGKILL takes anything it started) with an environment rooted in the test's temporary directory; logs go to files there, and a failing
-test prints them. Readiness is read from the heartbeat rows workers write, not from sleeps.
+process runs in its own session (so a SIGKILL takes anything it started) with an environment
+rooted in the test's temporary directory; logs go to files there, and a failing test prints
+them. Readiness is read from the heartbeat rows workers write, not from sleeps.
 """
 
 from __future__ import annotations
