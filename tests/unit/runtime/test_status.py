@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import Engine, update
 
-from microclaw.runtime.status import health_problems, sandbox_status
+from microclaw.runtime.status import READY_STALE_MS, health_problems, sandbox_status
 from microclaw.store.db import now_ms, read_tx, write_tx
 from microclaw.store.models import ComponentStatus
 from workers.sandbox import record_component
@@ -50,3 +50,25 @@ def test_an_unavailable_sandbox_does_not_fail_health() -> None:
         "sandbox": {"state": "unavailable", "reason": "not macOS"},
     }
     assert health_problems(status) == []
+
+
+def _live(**extra: object) -> dict:
+    return {
+        "connectors": [],
+        "workers": [
+            {"alive": True, "role": role} for role in ("microclaw.router", "microclaw.outbound", "beat")
+        ],
+        "sandbox": {"state": "ready"},
+        **extra,
+    }
+
+
+def test_ready_work_nobody_takes_fails_health_even_with_live_heartbeats() -> None:
+    problems = health_problems(_live(queue_waits={"microclaw.router": READY_STALE_MS + 1}))
+    assert len(problems) == 1
+    assert problems[0].startswith("microclaw.router: ready work has waited")
+
+
+def test_fresh_work_and_the_sandbox_queue_do_not_fail_health() -> None:
+    waits = {"microclaw.router": READY_STALE_MS, "microclaw.sandbox": 10 * READY_STALE_MS}
+    assert health_problems(_live(queue_waits=waits)) == []
