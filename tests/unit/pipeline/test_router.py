@@ -331,3 +331,28 @@ def test_task_run_abandoned_by_a_dead_worker_is_settled_not_retried(engine, tmp_
         (log,) = tasks.task_run_logs(conn, "t1")
         assert task_queue.get(conn, entry.id).status == "done"
     assert log.status == "error" and "interrupted" in log.error
+
+
+def test_a_run_starts_its_groups_container_before_the_agent_and_never_waits_for_it(engine, tmp_path) -> None:
+    register(engine, "fake:g", requires_trigger=False, folder="fake_g")
+    ingest(engine, envelope("fake:g", "hi"))
+    order: list[object] = []
+    deps = router_deps(engine, tmp_path)
+    agent = deps.agent
+
+    def agent_after(request, on_step):
+        order.append("agent")
+        return agent(request, on_step)
+
+    deps.agent = agent_after
+    deps.prepare_sandbox = lambda folder, is_main: order.append((folder, is_main))
+    process_group(deps, "fake:g")
+    assert order == [("fake_g", False), "agent"]
+
+    def broken(_folder: str, _is_main: bool) -> None:
+        raise OSError("broker down")
+
+    deps.prepare_sandbox = broken
+    ingest(engine, envelope("fake:g", "again"))
+    process_group(deps, "fake:g")
+    assert [r.text for r in outbox_rows(engine)] == ["echo: hi", "echo: again"]
