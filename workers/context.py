@@ -71,6 +71,12 @@ class ProcessContext:
         return self._once("engine", lambda: wiring.app_engine(self.settings))
 
     @property
+    def run_slots(self) -> threading.BoundedSemaphore:
+        """The global run cap (``router.concurrency``): the pool also has threads for deliveries
+        and upkeep, so a kick takes a slot before it drains a group, or declines."""
+        return self._once("run_slots", lambda: threading.BoundedSemaphore(self.settings.router.concurrency))
+
+    @property
     def router_deps(self) -> RouterDeps:
         return self._once("router_deps", self._build_router_deps)
 

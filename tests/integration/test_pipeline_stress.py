@@ -114,3 +114,34 @@ def test_order_no_loss_no_duplicates_one_run_per_group(make_stack) -> None:
     for c, intervals in by_group.items():
         assert peak_overlap(intervals) == 1, f"two runs of {c} overlapped"
     assert peak_overlap([(r.started_at, r.finished_at) for r in run_rows]) == 4
+
+
+def test_the_default_worker_runs_at_most_router_concurrency_groups_at_once(make_stack) -> None:
+    # The default stack's one worker has router.concurrency + EXTRA_THREADS threads (for
+    # deliveries and upkeep); kicks beyond the run cap wait for a slot instead of running.
+    cap, n_groups = 2, 6
+    stack = make_stack(MICROCLAW_AGENT__SCRIPTED_DELAY_S="0.5", MICROCLAW_ROUTER__CONCURRENCY=str(cap))
+    with write_tx(stack.engine) as conn:
+        for g in range(n_groups):
+            groups.register_group(
+                conn,
+                jid=chat(g),
+                name=f"g{g}",
+                folder=f"local_g{g:02d}",
+                trigger="@Andy",
+                requires_trigger=False,
+            )
+    stack.combined("worker", concurrency=cap + 3)
+    stack.wait_workers(1)
+    for g in range(n_groups):
+        env = make_envelope(
+            source="local", message_id=f"{chat(g)}:0", chat_id=chat(g), text="hi", sender="u", sender_name="U"
+        )
+        ingest_and_kick(stack.engine, env, stack.kick)
+    wait_for(
+        lambda: sum(1 for _ in stack.mailbox.after(0, limit=1000)) >= n_groups, 120, "every group's reply"
+    )
+    with read_tx(stack.engine) as conn:
+        run_rows = conn.execute(select(Run.__table__).where(Run.__table__.c.kind == "messages")).all()
+    assert len(run_rows) == n_groups
+    assert peak_overlap([(r.started_at, r.finished_at) for r in run_rows]) == cap
