@@ -38,14 +38,21 @@ def new_owner_id() -> str:
     return uuid.uuid4().hex[:16]
 
 
-def ring(directory: Path, owner: str) -> bool:
-    """Wake ``owner``; False when nobody holds its doorbell open (the consumer is gone)."""
+def _open_bell(directory: Path, owner: str) -> int | None:
+    """A write end of ``owner``'s doorbell FIFO, or None when nobody holds it open (or it is gone)."""
     try:
-        fd = os.open(directory / owner, os.O_WRONLY | os.O_NONBLOCK)
+        return os.open(directory / owner, os.O_WRONLY | os.O_NONBLOCK)
     except OSError as exc:
         if exc.errno in (errno.ENXIO, errno.ENOENT, errno.ENOTDIR):
-            return False
+            return None
         raise
+
+
+def ring(directory: Path, owner: str) -> bool:
+    """Wake ``owner``; False when nobody holds its doorbell open (the consumer is gone)."""
+    fd = _open_bell(directory, owner)
+    if fd is None:
+        return False
     try:
         with contextlib.suppress(BlockingIOError):  # pipe full: it is already rung
             os.write(fd, b"\0")
@@ -56,12 +63,9 @@ def ring(directory: Path, owner: str) -> bool:
 
 def alive(directory: Path, owner: str) -> bool:
     """Whether the consumer ``owner`` still holds its doorbell (its process is alive)."""
-    try:
-        fd = os.open(directory / owner, os.O_WRONLY | os.O_NONBLOCK)
-    except OSError as exc:
-        if exc.errno in (errno.ENXIO, errno.ENOENT, errno.ENOTDIR):
-            return False
-        raise
+    fd = _open_bell(directory, owner)
+    if fd is None:
+        return False
     os.close(fd)
     return True
 
