@@ -311,6 +311,34 @@ class LoggingSettings(SettingsTable):
     format: Annotated[Literal["json", "text"], Lower] = "json"
 
 
+class GatewaySettings(SettingsTable):
+    """The device gateway (``microclaw-gateway run``): one mTLS WebSocket port for ESP32-S3
+    terminals, pairing limits and session keepalive (docs/device-protocol.md)."""
+
+    section: ClassVar[str] = "gateway"
+
+    host: NonEmpty = "0.0.0.0"
+    port: int = Field(8766, ge=0, le=65535)
+    # Names and addresses devices use to reach the gateway (the server certificate's SANs).
+    sans: tuple[NonEmpty, ...] = ("localhost", "127.0.0.1")
+    code_ttl_s: float = Field(300.0, gt=0)
+    token_ttl_s: float = Field(120.0, gt=0)
+    pair_begin_per_minute: int = Field(6, ge=1)
+    max_open_pairings: int = Field(50, ge=1)
+    cert_days: int = Field(3650, ge=1)
+    handshake_timeout_s: float = Field(10.0, gt=0)
+    preauth_timeout_s: float = Field(30.0, gt=0)
+    preauth_max_bytes: int = Field(4096, ge=1024)
+    max_preauth_connections: int = Field(64, ge=1)
+    hello_timeout_s: float = Field(10.0, gt=0)
+    max_frame_bytes: int = Field(131072, ge=4096)
+    ping_interval_s: float = Field(20.0, gt=0)
+    ping_timeout_s: float = Field(20.0, gt=0)
+    poll_interval_s: float = Field(0.05, gt=0)
+    revocation_check_s: float = Field(1.0, gt=0)
+    replay_batch: int = Field(200, ge=1)
+
+
 # --- [sandbox] ------------------------------------------------------------------------------
 
 #: Unix socket paths are limited to 108 bytes; the sandbox puts ``<run_dir>/e/<12 hex>/proxy.sock``
@@ -511,6 +539,7 @@ class Settings(SettingsTable):
     http: HttpSettings
     logging: LoggingSettings
     sandbox: SandboxSettings
+    gateway: GatewaySettings = Field(default_factory=lambda: GatewaySettings.model_validate({}))
     # Policy files live outside the project and are never mounted into containers.
     sender_allowlist_path: ResolvedPath = Path("~/.config/microclaw/sender-allowlist.json")
     mount_allowlist_path: ResolvedPath = Path("~/.config/microclaw/mount-allowlist.json")

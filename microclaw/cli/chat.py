@@ -147,3 +147,8 @@ def import_nanoclaw(path: Path, groups_dir: Path | None, dry_run: bool, assistan
     sys.exit(
         run_command(settings, path, groups_dir=groups_dir, dry_run=dry_run, assistant_name=assistant_name)
     )
+
+
+from microclaw.cli.device import device as _device  # noqa: E402 - the `microclaw device` group
+
+main.add_command(_device)

@@ -14,4 +14,5 @@ CONNECTORS: dict[str, str] = {
     "imessage": "microclaw.connectors.imessage:IMessageConnector",
     "telegram": "microclaw.connectors.telegram:TelegramConnector",
     "discord": "microclaw.connectors.discord:DiscordConnector",
+    "device": "microclaw.connectors.device:DeviceConnector",
 }

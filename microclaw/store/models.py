@@ -5,8 +5,8 @@ NanoClaw's tables keep their names, columns and defaults (`chats`, `messages`,
 import is a copy, not a translation. MicroClaw adds: a monotonic `seq` on messages (cursors are
 sequence numbers, never timestamps), per-group router state, leases with fencing tokens, runs,
 the claimed-task queue, the outbox, the audit log, connector status, beat state, worker
-heartbeats and component readiness. Times that MicroClaw owns are integer milliseconds since
-the epoch (`*_ms`).
+heartbeats, component readiness, and paired devices with their pairing attempts. Times that
+MicroClaw owns are integer milliseconds since the epoch (`*_ms`).
 
 Alembic migrations under `alembic/versions/` create exactly these tables; a test compares them.
 This module holds no queries; `table_of` hands repositories a typed `Table` for building them.
@@ -324,6 +324,49 @@ class AgentUsage(Base):
     created_at_ms: Mapped[int] = mapped_column(Integer, nullable=False)
 
     __table_args__ = (Index("ix_agent_usage_group_folder_day", "group_folder", "day"),)
+
+
+class Device(Base):
+    """A paired terminal: its client certificate's serial and SHA-256 fingerprint (the gateway
+    refuses any other certificate for this id), its chat, and what it last reported.
+
+    ``status`` is ``active`` or ``revoked``; a revoked row keeps its fingerprint so the old
+    certificate stays refused, and pairing again replaces both.
+    """
+
+    __tablename__ = "devices"
+    device_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    name: Mapped[str] = mapped_column(Text, nullable=False)
+    chat_jid: Mapped[str] = mapped_column(Text, nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    cert_serial: Mapped[str] = mapped_column(Text, nullable=False)
+    cert_fingerprint: Mapped[str] = mapped_column(Text, nullable=False)
+    paired_at_ms: Mapped[int] = mapped_column(Integer, nullable=False)
+    revoked_at_ms: Mapped[int | None] = mapped_column(Integer)
+    online: Mapped[int] = mapped_column(Integer, nullable=False, server_default=sql_text("0"))
+    last_seen_ms: Mapped[int | None] = mapped_column(Integer)
+    fw_version: Mapped[str | None] = mapped_column(Text)
+    model_version: Mapped[str | None] = mapped_column(Text)
+    capabilities: Mapped[str | None] = mapped_column(Text)  # JSON list
+
+
+class DevicePairing(Base):
+    """One pairing attempt: the code a device shows, its claim by the user, and the single-use
+    token the device then trades for a certificate. Secrets are stored as SHA-256 hashes."""
+
+    __tablename__ = "device_pairings"
+    code: Mapped[str] = mapped_column(Text, primary_key=True)
+    device_id: Mapped[str] = mapped_column(Text, nullable=False)
+    secret_hash: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at_ms: Mapped[int] = mapped_column(Integer, nullable=False)
+    expires_at_ms: Mapped[int] = mapped_column(Integer, nullable=False)
+    claimed_at_ms: Mapped[int | None] = mapped_column(Integer)
+    name: Mapped[str | None] = mapped_column(Text)
+    token_hash: Mapped[str | None] = mapped_column(Text)
+    token_expires_at_ms: Mapped[int | None] = mapped_column(Integer)
+    used_at_ms: Mapped[int | None] = mapped_column(Integer)
+
+    __table_args__ = (Index("ix_device_pairings_device_id", "device_id"),)
 
 
 def table_of(model: type[Base]) -> Table:
