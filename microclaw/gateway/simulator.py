@@ -1,0 +1,299 @@
+"""A device simulator speaking the exact device protocol, for tests and benchmarks.
+
+It behaves like the firmware: NVS is a JSON file (device id, the provisioned CA, its own key
+and certificate, the last event seq it processed), its key is generated locally and only a
+CSR leaves it, it trusts only the provisioned CA (so an impostor gateway fails the TLS
+handshake), outgoing messages wait in a bounded offline queue that drops the oldest when full
+until the gateway acks them, events are processed in seq order exactly once (a repeated seq
+is counted as a duplicate and ignored, a skipped one as a gap), and a lost connection is
+retried with exponential backoff.
+
+Not a hardware model: no audio, no OTA, no screen. It is not imported by the gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import ssl
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from microclaw.private import private_dir, write_private
+
+
+class PairingRefused(Exception):
+    """The gateway refused a pairing step; ``code`` is its error code."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+
+
+@dataclass
+class Nvs:
+    """The device's non-volatile storage, one JSON file (0600), written atomically."""
+
+    path: Path
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, path: Path) -> Nvs:
+        data = json.loads(path.read_text()) if path.exists() else {}
+        return cls(path, data)
+
+    def save(self) -> None:
+        private_dir(self.path.parent)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        write_private(tmp, json.dumps(self.data))
+        os.replace(tmp, self.path)
+
+
+def make_csr(device_id: str, key: ec.EllipticCurvePrivateKey) -> str:
+    """A PEM CSR with subject CN=``device_id``, signed by ``key``."""
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, device_id)]))
+        .sign(key, hashes.SHA256())
+    )
+    return csr.public_bytes(serialization.Encoding.PEM).decode()
+
+
+class DeviceSimulator:
+    """One simulated terminal. Provision with ``device_id`` and the CA PEM, then `pair`, then
+    `run` (or `session` for one connection)."""
+
+    def __init__(
+        self,
+        nvs_path: Path,
+        url: str,
+        *,
+        device_id: str | None = None,
+        ca_pem: str | None = None,
+        queue_limit: int = 64,
+        fw_version: str = "sim-1.0.0",
+        model_version: str = "",
+        backoff: tuple[float, float] = (0.05, 2.0),
+    ) -> None:
+        self.nvs = Nvs.open(nvs_path)
+        if device_id is not None:
+            self.nvs.data.setdefault("device_id", device_id)
+        if ca_pem is not None:
+            self.nvs.data["ca_pem"] = ca_pem
+        self.nvs.data.setdefault("last_seen_seq", 0)
+        self.nvs.save()
+        self.url = url
+        self.fw_version = fw_version
+        self.model_version = model_version
+        self.backoff = backoff
+        self.queue: deque[dict[str, Any]] = deque(maxlen=queue_limit)
+        self.dropped = 0
+        self.events: list[dict[str, Any]] = []
+        self.duplicates = 0
+        self.gaps: list[tuple[int, int]] = []
+        self.acks: dict[str, str] = {}
+        self.closes: list[int | None] = []
+        self.connected = asyncio.Event()
+        self._wake = asyncio.Event()
+
+    # --- identity -------------------------------------------------------------------------
+
+    @property
+    def device_id(self) -> str:
+        return str(self.nvs.data["device_id"])
+
+    @property
+    def last_seen_seq(self) -> int:
+        return int(self.nvs.data["last_seen_seq"])
+
+    @property
+    def paired(self) -> bool:
+        return "cert_pem" in self.nvs.data
+
+    def _key(self) -> ec.EllipticCurvePrivateKey:
+        pem = self.nvs.data.get("key_pem")
+        if pem is None:
+            key = ec.generate_private_key(ec.SECP256R1())
+            self.nvs.data["key_pem"] = key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            ).decode()
+            self.nvs.save()
+            return key
+        loaded = serialization.load_pem_private_key(pem.encode(), password=None)
+        assert isinstance(loaded, ec.EllipticCurvePrivateKey)
+        return loaded
+
+    def ssl_context(self, *, with_cert: bool = True) -> ssl.SSLContext:
+        """TLS trusting only the provisioned CA, presenting the device certificate once paired."""
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=self.nvs.data["ca_pem"])
+        if with_cert and self.paired:
+            directory = self.nvs.path.parent
+            cert, key = directory / f"{self.nvs.path.stem}.crt", directory / f"{self.nvs.path.stem}.key"
+            write_private(cert, self.nvs.data["cert_pem"])
+            write_private(key, self.nvs.data["key_pem"])
+            ctx.load_cert_chain(cert, key)
+        return ctx
+
+    # --- pairing --------------------------------------------------------------------------
+
+    async def pair(self, claim: Callable[[str], Awaitable[object] | object], *, poll_s: float = 0.05) -> None:
+        """Run the pairing flow: show the code (``claim`` is the user typing it in), poll for
+        the token, send the CSR, store the certificate. `PairingRefused` on a refusal."""
+        # A pre-auth connection is time-limited (preauth_timeout_s) and the user may take longer
+        # to claim the code: like the firmware, poll on a fresh connection when one was closed.
+        ws: ClientConnection | None = None
+        try:
+            ws = await self._preauth_connect()
+            begun = await self._ask(ws, {"type": "pair.begin", "device_id": self.device_id}, "pair.code")
+            shown = claim(begun["code"])
+            if asyncio.iscoroutine(shown):
+                await shown
+            poll = {"type": "pair.poll", "code": begun["code"], "secret": begun["secret"]}
+            while True:
+                try:
+                    answer = await self._ask(ws, poll)
+                except ConnectionClosed:
+                    ws = await self._preauth_connect()
+                    continue
+                if answer["type"] == "pair.token":
+                    break
+                await asyncio.sleep(poll_s)
+            request = {
+                "type": "pair.csr",
+                "token": answer["token"],
+                "csr": make_csr(self.device_id, self._key()),
+            }
+            issued = await self._ask(ws, request, "pair.cert")
+        finally:
+            if ws is not None:
+                await ws.close()
+        self.nvs.data["cert_pem"] = issued["cert"]
+        self.nvs.save()
+
+    async def _preauth_connect(self) -> ClientConnection:
+        return await connect(self.url, ssl=self.ssl_context(with_cert=False), compression=None)
+
+    @staticmethod
+    async def _ask(
+        ws: ClientConnection, request: dict[str, Any], expect: str | None = None
+    ) -> dict[str, Any]:
+        await ws.send(json.dumps(request))
+        answer: dict[str, Any] = json.loads(await ws.recv())
+        if answer.get("type") == "error":
+            raise PairingRefused(str(answer.get("code")), str(answer.get("detail")))
+        if expect is not None and answer.get("type") != expect:
+            raise PairingRefused("unexpected", f"expected {expect}, got {answer.get('type')}")
+        return answer
+
+    # --- messages -------------------------------------------------------------------------
+
+    def send_text(self, text: str, message_id: str | None = None) -> str:
+        """Queue a message for the host (sent now if connected, else after reconnecting)."""
+        mid = message_id or uuid.uuid4().hex
+        if len(self.queue) == self.queue.maxlen:
+            self.dropped += 1
+        self.queue.append({"type": "message", "message_id": mid, "text": text})
+        self._wake.set()
+        return mid
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        seq = int(event["seq"])
+        last = self.last_seen_seq
+        if seq <= last:
+            self.duplicates += 1
+            return
+        if seq != last + 1:
+            self.gaps.append((last, seq))
+        self.events.append(event)
+        self.nvs.data["last_seen_seq"] = seq
+        self.nvs.save()
+
+    async def session(self, stop: asyncio.Event) -> None:
+        """One connection: hello, then exchange frames until ``stop`` or the link drops."""
+        async with connect(self.url, ssl=self.ssl_context(), compression=None, open_timeout=10) as ws:
+            await ws.send(
+                json.dumps(
+                    {
+                        "type": "device.hello",
+                        "device_id": self.device_id,
+                        "last_seen_seq": self.last_seen_seq,
+                        "fw_version": self.fw_version,
+                        "model_version": self.model_version,
+                        "capabilities": ["text"],
+                    }
+                )
+            )
+            welcome = json.loads(await ws.recv())
+            if welcome.get("type") != "welcome":
+                raise ConnectionError(f"no welcome: {welcome}")
+            if self.last_seen_seq > int(welcome["last_seq"]):
+                self.nvs.data["last_seen_seq"] = 0  # the gateway's log was reset
+                self.nvs.save()
+            self.connected.set()
+            sender = asyncio.create_task(self._send_queue(ws))
+            stopper = asyncio.create_task(stop.wait())
+            try:
+                async for raw in ws:
+                    frame = json.loads(raw)
+                    if frame["type"] == "event":
+                        self._on_event(frame)
+                    elif frame["type"] == "ack":
+                        self.acks[frame["message_id"]] = frame["status"]
+                        self._drop_acked(frame["message_id"])
+                    if stop.is_set():
+                        break
+            finally:
+                self.connected.clear()
+                self.closes.append(ws.close_code)
+                sender.cancel()
+                stopper.cancel()
+
+    def _drop_acked(self, message_id: str) -> None:
+        for item in list(self.queue):
+            if item["message_id"] == message_id:
+                self.queue.remove(item)
+
+    async def _send_queue(self, ws: ClientConnection) -> None:
+        sent: set[str] = set()
+        while True:
+            self._wake.clear()
+            for item in list(self.queue):
+                if item["message_id"] not in sent:
+                    await ws.send(json.dumps(item))
+                    sent.add(item["message_id"])
+            await self._wake.wait()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Stay connected until ``stop``: reconnect with exponential backoff after any failure."""
+        delay = self.backoff[0]
+        while not stop.is_set():
+            try:
+                session = asyncio.create_task(self.session(stop))
+                stopped = asyncio.create_task(stop.wait())
+                await asyncio.wait({session, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                stopped.cancel()
+                if not session.done():
+                    session.cancel()
+                await asyncio.gather(session, return_exceptions=False)
+                delay = self.backoff[0]
+            except asyncio.CancelledError:
+                if stop.is_set():
+                    return
+                raise
+            except (OSError, ConnectionClosed, ConnectionError, TimeoutError, ssl.SSLError):
+                pass
+            if not stop.is_set():
+                await asyncio.sleep(delay)
+                delay = min(self.backoff[1], delay * 2)
