@@ -12,6 +12,7 @@ from microclaw.config import (
     AgentSettings,
     BeatSettings,
     BrokerSettings,
+    GatewaySettings,
     HttpSettings,
     LoggingSettings,
     OutboundSettings,
@@ -249,6 +250,7 @@ TABLES = {
     "http": HttpSettings,
     "logging": LoggingSettings,
     "sandbox": SandboxSettings,
+    "gateway": GatewaySettings,
 }
 ENV_ONLY = {"agent": {"api_key"}}
 

@@ -479,3 +479,32 @@ def test_pairing_codes_are_rate_limited_per_address(make_stack: Any) -> None:
     assert answers[3:] == ["rate_limited", "rate_limited"]
     assert answers[:3] == ["pair.code"] * 3
     assert [r["reason"] for r in audit_rows(rig, "device.pair.begin")][3:] == ["rate_limited"] * 2
+
+
+def test_a_device_message_is_answered_by_the_agent_through_the_outbox(make_stack: Any) -> None:
+    """The real pipeline behind the gateway: router worker (scripted model, echo), outbound
+    worker with the device connector; the reply reaches the device as event 1, once."""
+    from tests.integration.gateway.harness import gateway_env
+
+    stack = make_stack(**gateway_env(), MICROCLAW_AGENT__SCRIPTED_MODE="echo")
+    rig = GatewayRig(stack)
+    rig.start()
+    stack.router()
+    stack.outbound()
+    stack.wait_workers(2)
+
+    async def scenario() -> DeviceSimulator:
+        sim = await rig.paired("kitchen-1")
+
+        async def talk() -> None:
+            sim.send_text("what time is it", message_id="q-1")
+            await until(lambda: len(sim.events) >= 1, "the agent's reply", 60)
+
+        await with_session(sim, talk)
+        return sim
+
+    sim = run(scenario())
+    assert sim.acks == {"q-1": "stored"}
+    assert [e["seq"] for e in sim.events] == [1]
+    assert "what time is it" in sim.events[0]["body"]["text"]
+    assert (stack.settings.groups_dir / "dev_kitchen-1").is_dir()
