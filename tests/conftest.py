@@ -50,6 +50,9 @@ def base_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
     env.update(
         MICROCLAW_DATA_DIR=str(tmp_path / "data"),
         MICROCLAW_HTTP__PORT=str(free_port()),
+        # The Procfile starts the device gateway too: its own port, loopback only, per test.
+        MICROCLAW_GATEWAY__PORT=str(free_port()),
+        MICROCLAW_GATEWAY__HOST="127.0.0.1",
         MICROCLAW_SENDER_ALLOWLIST_PATH=str(tmp_path / "sender-allowlist.json"),
         MICROCLAW_MOUNT_ALLOWLIST_PATH=str(tmp_path / "mount-allowlist.json"),
         MICROCLAW_LOGGING__LEVEL="INFO",
