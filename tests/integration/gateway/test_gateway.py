@@ -460,51 +460,44 @@ def test_a_healthy_idle_device_is_kept_alive_by_pings(rig: GatewayRig) -> None:
     assert run(scenario())["status"] == "stored"
 
 
-def test_pairing_codes_are_rate_limited_per_address(make_stack: Any) -> None:
+def test_pairing_codes_are_rate_limited_per_address_and_pre_auth_connections_are_capped(
+    make_stack: Any,
+) -> None:
     from tests.integration.gateway.harness import gateway_env
 
-    rig = GatewayRig(make_stack(**{**gateway_env(), "MICROCLAW_GATEWAY__PAIR_BEGIN_PER_MINUTE": "3"}))
+    rig = GatewayRig(
+        make_stack(
+            **{
+                **gateway_env(),
+                "MICROCLAW_GATEWAY__PAIR_BEGIN_PER_MINUTE": "3",
+                "MICROCLAW_GATEWAY__MAX_PREAUTH_CONNECTIONS": "2",
+                "MICROCLAW_GATEWAY__PREAUTH_TIMEOUT_S": "30",
+            }
+        )
+    )
     rig.start()
 
-    async def scenario() -> list[str]:
+    async def scenario() -> tuple[list[str], int | None]:
         answers = []
         for i in range(5):
             async with connect(rig.url, ssl=rig.plain_tls(), compression=None) as ws:
                 await ws.send(json.dumps({"type": "pair.begin", "device_id": f"spray-{i}"}))
                 answer = json.loads(await ws.recv())
                 answers.append(answer["type"] if answer["type"] != "error" else answer["code"])
-        return answers
+        held = [await connect(rig.url, ssl=rig.plain_tls(), compression=None) for _ in range(2)]
+        for ws in held:  # both are really being served
+            await ws.send(json.dumps({"type": "pair.poll", "code": "AAAA-AAAA", "secret": "s" * 20}))
+            assert json.loads(await ws.recv())["code"] == "unknown_code"
+        async with connect(rig.url, ssl=rig.plain_tls(), compression=None) as third:
+            with pytest.raises(ConnectionClosed):
+                await asyncio.wait_for(third.recv(), 10)
+            code = third.close_code
+        for ws in held:
+            await ws.close()
+        return answers, code
 
-    answers = run(scenario())
-    assert answers[3:] == ["rate_limited", "rate_limited"]
+    answers, third_close = run(scenario())
     assert answers[:3] == ["pair.code"] * 3
+    assert answers[3:] == ["rate_limited", "rate_limited"]
     assert [r["reason"] for r in audit_rows(rig, "device.pair.begin")][3:] == ["rate_limited"] * 2
-
-
-def test_a_device_message_is_answered_by_the_agent_through_the_outbox(make_stack: Any) -> None:
-    """The real pipeline behind the gateway: router worker (scripted model, echo), outbound
-    worker with the device connector; the reply reaches the device as event 1, once."""
-    from tests.integration.gateway.harness import gateway_env
-
-    stack = make_stack(**gateway_env(), MICROCLAW_AGENT__SCRIPTED_MODE="echo")
-    rig = GatewayRig(stack)
-    rig.start()
-    stack.router()
-    stack.outbound()
-    stack.wait_workers(2)
-
-    async def scenario() -> DeviceSimulator:
-        sim = await rig.paired("kitchen-1")
-
-        async def talk() -> None:
-            sim.send_text("what time is it", message_id="q-1")
-            await until(lambda: len(sim.events) >= 1, "the agent's reply", 60)
-
-        await with_session(sim, talk)
-        return sim
-
-    sim = run(scenario())
-    assert sim.acks == {"q-1": "stored"}
-    assert [e["seq"] for e in sim.events] == [1]
-    assert "what time is it" in sim.events[0]["body"]["text"]
-    assert (stack.settings.groups_dir / "dev_kitchen-1").is_dir()
+    assert third_close == 4429
