@@ -8,6 +8,7 @@ pairing, device log, the inbound path with its Celery kick); the work is in
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto
 import signal
 import sys
 from typing import TYPE_CHECKING
@@ -21,6 +22,9 @@ from microclaw.logs import configure_logging
 
 if TYPE_CHECKING:
     from microclaw.gateway.ca import DeviceCA
+
+
+TLS_READ_BUFFER = 32 * 1024
 
 
 @click.group(help="The device gateway: ESP32-S3 terminals over mutual TLS.")
@@ -78,6 +82,11 @@ def run(port: int | None) -> None:
         on_paired=lambda paired: make_group_folder(engine, settings.groups_dir, paired.folder),
         max_text_bytes=settings.router.max_text_bytes,
     )
+
+    # asyncio gives every TLS connection a 256 KiB read buffer (`SSLProtocol.max_size`), which
+    # was ~3/4 of the gateway's memory per device (bench/gateway.py: 340 KB per session). A TLS
+    # record is at most 16 KiB, so 32 KiB reads lose nothing. This process only.
+    asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

@@ -1,0 +1,272 @@
+"""Gateway benchmark: many simulated devices over mutual TLS on loopback, one real gateway process.
+
+Devices are paired in bulk through the CA and the store (the same rows pairing writes, no
+claim per device), then each holds one WebSocket session from this process. Reported:
+- connect storm: every device connects at once (TLS with client certificate, hello, welcome);
+- gateway memory: RSS of the gateway process before and after, per device;
+- device -> durable: a device's ``message`` until its ``ack`` (stored + kick published), p50/p99;
+- reply -> device: a `DeviceLog.append` (what the device connector does) until the device has
+  the event, p50/p99;
+- replay: events per second replayed to one device that reconnects with 5,000 missed events;
+- restart: SIGKILL of the gateway, restart, until every device has reconnected and resumed.
+
+Not measured here: device -> agent start (needs the router worker; see bench/pipeline.py for
+the store -> agent half). Run: ``.venv/bin/python bench/gateway.py [--devices 1000]``.
+Targets (issue 14): 1,000 devices in <= 150 MB gateway RSS; all reconnected within 10 s.
+Prints figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from websockets.asyncio.client import ClientConnection, connect
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from microclaw.config import load_settings  # noqa: E402
+from microclaw.gateway.ca import DeviceCA  # noqa: E402
+from microclaw.gateway.devicelog import DeviceLog  # noqa: E402
+from microclaw.gateway.pairing import chat_of, folder_of  # noqa: E402
+from microclaw.gateway.simulator import DeviceSimulator, make_csr  # noqa: E402
+from microclaw.runtime.wiring import app_engine, bootstrap_database  # noqa: E402
+from microclaw.store import devices, groups  # noqa: E402
+from microclaw.store.db import now_ms, write_tx  # noqa: E402
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+class Client:
+    """One device's session: records when acks and events arrive."""
+
+    def __init__(self, sim: DeviceSimulator) -> None:
+        self.sim = sim
+        self.ws: ClientConnection | None = None
+        self.acks: dict[str, float] = {}
+        self.events: dict[int, float] = {}
+        self.last_seq = 0
+        self.reader: asyncio.Task[None] | None = None
+
+    async def open(self, url: str) -> None:
+        self.ws = await connect(
+            url, ssl=self.sim.ssl_context(), compression=None, open_timeout=60, ping_interval=None
+        )
+        hello = {"type": "device.hello", "device_id": self.sim.device_id, "last_seen_seq": self.last_seq}
+        await self.ws.send(json.dumps(hello))
+        welcome = json.loads(await self.ws.recv())
+        assert welcome["type"] == "welcome", welcome
+        self.reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.ws is not None
+        async for raw in self.ws:
+            frame = json.loads(raw)
+            if frame["type"] == "ack":
+                self.acks[frame["message_id"]] = time.perf_counter()
+            elif frame["type"] == "event":
+                self.events[frame["seq"]] = time.perf_counter()
+                self.last_seq = max(self.last_seq, frame["seq"])
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            await self.ws.close()
+        if self.reader is not None:
+            self.reader.cancel()
+
+
+async def wait_until(predicate: Any, timeout: float) -> None:
+    deadline = time.perf_counter() + timeout
+    while not predicate():
+        if time.perf_counter() > deadline:
+            raise TimeoutError
+        await asyncio.sleep(0.005)
+
+
+def provision(root: Path, env: dict[str, str], count: int) -> tuple[list[DeviceSimulator], str]:
+    os.environ.update(env)
+    settings = load_settings()
+    bootstrap_database(settings)
+    ca = DeviceCA.load_or_create(settings.data_dir / "gateway", sans=("127.0.0.1",))
+    engine = app_engine(settings)
+    sims = []
+    with write_tx(engine) as conn:
+        for i in range(count):
+            device_id = f"bench-{i:05d}"
+            key = ec.generate_private_key(ec.SECP256R1())
+            issued = ca.sign_csr(make_csr(device_id, key), device_id=device_id, days=1)
+            devices.save_device(
+                conn,
+                device_id=device_id,
+                name=device_id,
+                chat_jid=chat_of(device_id),
+                cert_serial=issued.serial,
+                cert_fingerprint=issued.fingerprint,
+                now_ms=now_ms(),
+            )
+            groups.register_group(
+                conn,
+                jid=chat_of(device_id),
+                name=device_id,
+                folder=folder_of(device_id),
+                trigger="@Andy",
+                requires_trigger=False,
+            )
+            sim = DeviceSimulator(
+                root / "nvs" / f"{device_id}.json", "", device_id=device_id, ca_pem=ca.ca_pem
+            )
+            sim.nvs.data["key_pem"] = key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            ).decode()
+            sim.nvs.data["cert_pem"] = issued.pem
+            sim.nvs.save()
+            sims.append(sim)
+    engine.dispose()
+    return sims, str(settings.data_dir)
+
+
+def start_gateway(root: Path, env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    log = open(root / "gateway.log", "ab")  # noqa: SIM115 - lives as long as the process
+    proc = subprocess.Popen(
+        [str(BIN / "microclaw-gateway"), "run"], env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return proc
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("gateway did not start")
+
+
+async def bench(count: int, sample: int) -> None:
+    root = Path(tempfile.mkdtemp(prefix="mc-gw-bench-"))
+    port = free_port()
+    env = {
+        **os.environ,
+        "MICROCLAW_DATA_DIR": str(root / "data"),
+        "MICROCLAW_HTTP__PORT": str(free_port()),
+        "MICROCLAW_GATEWAY__HOST": "127.0.0.1",
+        "MICROCLAW_GATEWAY__PORT": str(port),
+        "MICROCLAW_GATEWAY__SANS": '["127.0.0.1"]',
+        "MICROCLAW_GATEWAY__MAX_PREAUTH_CONNECTIONS": str(max(64, count)),
+        "MICROCLAW_LOGGING__LEVEL": "WARNING",
+        "MICROCLAW_BROKER__POLLING_INTERVAL": "0.1",
+        "MICROCLAW_SENDER_ALLOWLIST_PATH": str(root / "sender-allowlist.json"),
+        "MICROCLAW_MOUNT_ALLOWLIST_PATH": str(root / "mount-allowlist.json"),
+    }
+    t0 = time.perf_counter()
+    sims, data_dir = provision(root, env, count)
+    print(f"provisioned {count} devices in {time.perf_counter() - t0:.1f} s")
+    url = f"wss://127.0.0.1:{port}"
+    gateway = start_gateway(root, env, port)
+    proc = psutil.Process(gateway.pid)
+    await asyncio.sleep(0.5)
+    rss0 = proc.memory_info().rss
+    clients = [Client(s) for s in sims]
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(c.open(url) for c in clients))
+    storm = time.perf_counter() - t0
+    await asyncio.sleep(0.5)
+    rss1 = proc.memory_info().rss
+    print(f"connect storm: {count} devices in {storm:.2f} s")
+    print(
+        f"gateway RSS: {rss0 / 2**20:.1f} MB idle -> {rss1 / 2**20:.1f} MB with {count} sessions "
+        f"({(rss1 - rss0) / count / 1024:.1f} KB per device)"
+    )
+
+    chosen = clients[:sample]
+    latencies = []
+    for i, c in enumerate(chosen):
+        assert c.ws is not None
+        mid = f"b{i}"
+        start = time.perf_counter()
+        await c.ws.send(json.dumps({"type": "message", "message_id": mid, "text": "ping"}))
+        await wait_until(lambda c=c, mid=mid: mid in c.acks, 30)
+        latencies.append(c.acks[mid] - start)
+    print(
+        f"device -> durable (ack): p50 {pct(latencies, 0.5):.1f} ms,"
+        f" p99 {pct(latencies, 0.99):.1f} ms (n={sample})"
+    )
+
+    log = DeviceLog.in_data_dir(Path(data_dir))
+    latencies = []
+    for i, c in enumerate(chosen):
+        seq = c.last_seq + 1
+        start = time.perf_counter()
+        await asyncio.to_thread(
+            log.append, c.sim.device_id, "message", {"text": "pong"}, idempotency_key=f"r{i}"
+        )
+        await wait_until(lambda c=c, seq=seq: seq in c.events, 30)
+        latencies.append(c.events[seq] - start)
+    print(
+        f"reply -> device (log append -> event): p50 {pct(latencies, 0.5):.1f} ms, "
+        f"p99 {pct(latencies, 0.99):.1f} ms (n={sample})"
+    )
+
+    target = clients[-1]
+    await target.close()
+    missed = 5000
+    base = target.last_seq
+    for i in range(missed):
+        log.append(target.sim.device_id, "message", {"text": f"missed {i}"}, idempotency_key=f"m{i}")
+    t0 = time.perf_counter()
+    await target.open(url)
+    await wait_until(lambda: target.last_seq >= base + missed, 60)
+    replay = time.perf_counter() - t0
+    print(f"replay: {missed} events in {replay:.2f} s ({missed / replay:.0f} events/s)")
+
+    gateway.send_signal(signal.SIGKILL)
+    gateway.wait()
+    for c in clients:
+        if c.reader is not None:
+            c.reader.cancel()
+    t0 = time.perf_counter()
+    gateway = start_gateway(root, env, port)
+    await asyncio.gather(*(c.open(url) for c in clients))
+    print(
+        f"restart: SIGKILL -> all {count} devices reconnected and resumed"
+        f" in {time.perf_counter() - t0:.2f} s (including the gateway's own start)"
+    )
+    await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+    gateway.terminate()
+    gateway.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", type=int, default=1000)
+    parser.add_argument("--sample", type=int, default=200)
+    args = parser.parse_args()
+    asyncio.run(bench(args.devices, min(args.sample, args.devices)))
+
+
+if __name__ == "__main__":
+    main()
