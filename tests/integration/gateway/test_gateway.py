@@ -428,9 +428,13 @@ def test_garbage_and_binary_frames_after_auth_get_errors_and_the_session_goes_on
     assert stored_messages(rig, "dev:kitchen-1") == [("dev:kitchen-1:ok-1", "still here")]
 
 
-def test_slow_clients_cannot_hold_pre_auth_sockets(rig: GatewayRig) -> None:
+def test_slow_clients_cannot_hold_pre_auth_sockets(make_stack: Any) -> None:
     """A TCP peer that never starts TLS, and a WebSocket peer that never sends a frame, are both
     closed by the gateway on its own (handshake_timeout_s = 2, preauth_timeout_s = 3)."""
+    from tests.integration.gateway.harness import gateway_env
+
+    rig = GatewayRig(make_stack(**{**gateway_env(), "MICROCLAW_GATEWAY__PREAUTH_TIMEOUT_S": "3"}))
+    rig.start()
     silent = socket.create_connection(("127.0.0.1", rig.port))
     silent.settimeout(30)
     assert silent.recv(1) == b""  # closed by the server, not by our timeout
