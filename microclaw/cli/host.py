@@ -334,3 +334,13 @@ def register_group(jid: str, name: str, folder: str, trigger: str | None, no_tri
         fail(f"{settings.groups_dir / group.folder} is a link or not a directory; remove it and run again")
     needs = "every message" if no_trigger_required else f"messages starting with {group.trigger}"
     console.print(f"registered {jid} as {name!r} (folder {group.folder}); the assistant answers {needs}")
+
+
+def _add_commands() -> None:
+    from microclaw.cli.inspect import replies, why
+
+    host_main.add_command(why)
+    host_main.add_command(replies)
+
+
+_add_commands()

@@ -119,6 +119,39 @@ def _any_triggers(deps: RouterDeps, group: Group, new: list[StoredMessage]) -> b
     )
 
 
+# At most this many message ids (with their reasons) go into one ``router.not_triggered`` row.
+_NOT_TRIGGERED_IDS = 20
+
+
+def _audit_not_triggered(
+    conn: Connection, deps: RouterDeps, group: Group, new: list[StoredMessage], after: int, upto: int
+) -> None:
+    """One audit row per batch that did not trigger (not one per message): the seq range it
+    covers and, for its first messages, why each one did not trigger (`microclaw-host why`)."""
+    if not new:
+        return
+    pattern = group_trigger_pattern(group.trigger, deps.config.default_trigger)
+    allow = deps.allowlist() if deps.allowlist else None
+    reasons = {}
+    for m in new[:_NOT_TRIGGERED_IDS]:
+        if not pattern.search((m.content or "").strip()):
+            reasons[m.id] = f"no trigger ({pattern.pattern!r} does not match the start of the text)"
+        elif allow is not None and not is_trigger_allowed(group.jid, m.sender or "", allow):
+            reasons[m.id] = "sender may not trigger (sender allowlist, trigger mode)"
+        else:
+            reasons[m.id] = "not a trigger"
+    audit.record(
+        conn,
+        "router.not_triggered",
+        chat_jid=group.jid,
+        decision="skip",
+        after_seq=after,
+        to_seq=upto,
+        count=len(new),
+        reasons=reasons,
+    )
+
+
 def has_pending(conn: Connection, chat_jid: str, state: GroupStateRow, now: int) -> bool:
     """Whether the group has work: a claimed task, messages not yet looked at, or a due retry."""
     if task_queue.has_pending(conn, chat_jid):
@@ -225,6 +258,7 @@ def _next_messages(conn: Connection, deps: RouterDeps, chat_jid: str, token: int
         new = messages.messages_after(conn, chat_jid, state.seen_seq, cfg.assistant_name)
         if not _any_triggers(deps, group, new):
             groups.set_state(conn, chat_jid, seen_seq=newest)
+            _audit_not_triggered(conn, deps, group, new, state.seen_seq, newest)
             return None
     cursor = state.cursor_seq or messages.last_bot_seq(conn, chat_jid, cfg.assistant_name)
     batch, total = messages.newest_after(

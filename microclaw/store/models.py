@@ -214,7 +214,7 @@ class OutboxEntry(Base):
     chat_jid: Mapped[str] = mapped_column(Text, nullable=False)
     text: Mapped[str] = mapped_column(Text, nullable=False)
     run_id: Mapped[int | None] = mapped_column(Integer)
-    # pending | sending | delivered | failed | uncertain
+    # pending | sending | delivered | failed | uncertain | discarded (by an operator)
     status: Mapped[str] = mapped_column(String(16), nullable=False, server_default=sql_text("'pending'"))
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default=sql_text("0"))
     next_attempt_at_ms: Mapped[int] = mapped_column(Integer, nullable=False, server_default=sql_text("0"))

@@ -3,8 +3,9 @@
 Row life: ``pending`` -> ``sending`` (claimed, attempt counted) -> ``delivered``; or back to
 ``pending`` with a later ``next_attempt_at_ms`` after a transient error; or ``failed`` (permanent
 error or attempts exhausted); or ``uncertain`` (a send was interrupted by a crash and the
-platform cannot deduplicate, so it is never re-sent). The idempotency key is unique: adding the
-same reply twice keeps one row.
+platform cannot deduplicate, so it is never re-sent). An operator may put a failed or uncertain
+row back to ``pending`` (`requeue`) or close it as ``discarded`` (``microclaw-host replies``).
+The idempotency key is unique: adding the same reply twice keeps one row.
 
 All functions run inside a transaction the caller opened.
 """
@@ -100,3 +101,28 @@ def chats_with_stranded(conn: Connection, claimed_before_ms: int) -> list[str]:
 def counts(conn: Connection) -> dict[str, int]:
     """Rows per status (for status reports)."""
     return {s: int(n) for s, n in conn.execute(select(_T.c.status, func.count()).group_by(_T.c.status))}
+
+
+# Rows an operator may act on from the CLI (`microclaw-host replies`).
+PROBLEM_STATES = ("failed", "uncertain")
+_PROBLEMS = text(
+    "SELECT id, chat_jid, status, attempts, created_at_ms, last_error, run_id, substr(text, 1, 80) AS preview"
+    " FROM outbox WHERE status IN ('failed', 'uncertain') ORDER BY id"
+)
+_GET = text("SELECT id, chat_jid, status, attempts, last_error, run_id FROM outbox WHERE id = :id")
+
+
+def problems(conn: Connection) -> list[dict[str, object]]:
+    """Replies that failed or are uncertain, oldest first (with an 80-character preview)."""
+    return [dict(r) for r in conn.execute(_PROBLEMS).mappings()]
+
+
+def get(conn: Connection, row_id: int) -> dict[str, object] | None:
+    row = conn.execute(_GET, {"id": row_id}).mappings().first()
+    return dict(row) if row is not None else None
+
+
+def requeue(conn: Connection, row_id: int) -> None:
+    """Make a failed or uncertain row ``pending`` and due now, with a fresh attempt budget: the
+    sweeper's due-reply scan (or a published deliver) sends it again."""
+    mark(conn, row_id, "pending", attempts=0, next_attempt_at_ms=now_ms(), claimed_at_ms=None)
