@@ -32,6 +32,7 @@ from microclaw.logs import configure_logging
 
 
 @click.group(help="Talk to your MicroClaw assistant.")
+@click.version_option(package_name="microclaw", prog_name="microclaw")
 def main() -> None:
     pass
 

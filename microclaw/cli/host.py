@@ -36,6 +36,7 @@ from microclaw.private import open_private_append, private_dir, write_private
 
 
 @click.group(help="Run and inspect the MicroClaw host.")
+@click.version_option(package_name="microclaw", prog_name="microclaw-host")
 def host_main() -> None:
     pass
 

@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, TextClause, create_engine, event, text
+from sqlalchemy import URL, Connection, Engine, TextClause, create_engine, event, text
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
@@ -99,7 +99,7 @@ def create_sqlite_engine(db_path: Path | str, *, busy_timeout_s: float = 30.0, p
     private_sqlite(path)
     pool_args: dict[str, Any] = {"pool_size": 4, "max_overflow": 16} if pooled else {"poolclass": NullPool}
     engine = create_engine(
-        f"sqlite:///{path}",
+        URL.create("sqlite", database=str(path)),  # not parsed: "%40" in a path stays "%40"
         connect_args={"timeout": busy_timeout_s, "isolation_level": None, "check_same_thread": False},
         **pool_args,
     )
@@ -207,7 +207,8 @@ def _alembic_config(engine_url: str) -> Any:
 
     cfg = Config()
     cfg.set_main_option("script_location", str(ALEMBIC_DIR))
-    cfg.set_main_option("sqlalchemy.url", engine_url)
+    # ConfigParser interpolates "%": a data dir with "@" or "%" is URL-quoted to "%40"/"%25".
+    cfg.set_main_option("sqlalchemy.url", engine_url.replace("%", "%%"))
     cfg.attributes["configure_logging"] = False
     return cfg
 
