@@ -4,6 +4,8 @@ Routes (JSON):
 - ``GET /health``: without a token, 200 ``{"alive": true}`` and nothing else (a liveness probe);
   with the token, 200 ``{"ok": true}`` when healthy, 503 with ``problems`` otherwise.
 - ``GET /status``: the full status snapshot (see `microclaw.runtime.status`).
+- ``GET /metrics``: Prometheus text, computed from the database per scrape
+  (`microclaw.runtime.metrics`); behind the token like everything but a bare ``/health``.
 - ``POST /api/chat`` ``{"text", "chat_id"?, "client_id"?, "sender_name"?}``: a local message;
   answers 202 once it is durable, 400 with ``error`` and ``field`` for bad input (audited).
 - ``GET /api/chat/replies?after=ID&chat_id=C&wait=S``: replies with id > ``after``, waiting up
@@ -48,7 +50,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -225,8 +227,14 @@ def create_control_app(
     on_reject: Callable[[EnvelopeError], Awaitable[None]],
     token: str,
     on_refuse: Callable[[Refusal], Awaitable[None]],
+    metrics: Callable[[], Awaitable[bytes]] | None = None,
 ) -> ASGIApp:
     """The Starlette app behind its guard; every dependency is injected by the host."""
+
+    async def metrics_route(_: Request) -> Response:
+        if metrics is None:
+            return JSONResponse({"error": "metrics are not served by this process"}, status_code=404)
+        return Response(await metrics(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def health(request: Request) -> JSONResponse:
         if not request.scope["state"].get("authenticated"):
@@ -302,6 +310,7 @@ def create_control_app(
         routes=[
             Route("/health", health),
             Route("/status", status_route),
+            Route("/metrics", metrics_route),
             Route("/api/chat", chat, methods=["POST"]),
             Route("/api/chat/replies", replies),
         ]

@@ -153,6 +153,11 @@ class Host:
         if self.server is not None:
             self.server.should_exit = True
 
+    async def _metrics(self) -> bytes:
+        from microclaw.runtime.metrics import render
+
+        return await asyncio.to_thread(render, self.engine, self.settings)
+
     async def run(self) -> None:
         for boot in self.boots:
             record_connector(
@@ -170,6 +175,7 @@ class Host:
             on_reject=self._reject,
             token=token,
             on_refuse=self._refuse,
+            metrics=self._metrics,
         )
         config = uvicorn.Config(
             app,
