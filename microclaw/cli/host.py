@@ -338,10 +338,11 @@ def register_group(jid: str, name: str, folder: str, trigger: str | None, no_tri
 
 
 def _add_commands() -> None:
-    from microclaw.cli.inspect import replies, why
+    from microclaw.cli.inspect import doctor, replies, why
 
     host_main.add_command(why)
     host_main.add_command(replies)
+    host_main.add_command(doctor)
 
 
 _add_commands()

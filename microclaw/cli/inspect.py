@@ -131,3 +131,31 @@ def discard(reply_id: int) -> None:
         except ReplyActionError as exc:
             fail(str(exc))
     console.print(f"reply #{reply_id} for {chat} discarded")
+
+
+@click.command(
+    help="Check every precondition (Python, data dir, database, broker, Docker, sandbox, "
+    "connectors, provider, clock, disk, allowlists); exit 1 when one fails."
+)
+@click.option("--json", "as_json", is_flag=True)
+def doctor(as_json: bool) -> None:
+    import sys
+
+    from microclaw.runtime.doctor import failed, run_checks
+
+    settings = load_settings_or_exit()
+    configure_logging("ERROR", "text")
+    checks = run_checks(settings)
+    if as_json:
+        console.print_json(json.dumps([c.as_dict() for c in checks]))
+    else:
+        marks = {True: "[green]ok  [/]", False: "[red]FAIL[/]", None: "[dim]--  [/]"}
+        for c in checks:
+            console.print(f"{marks[c.ok]} {c.name}: {c.detail}", highlight=False, soft_wrap=True)
+            if c.ok is False and c.fix:
+                console.print(f"     fix: {c.fix}", highlight=False, soft_wrap=True)
+    bad = failed(checks)
+    if bad:
+        if not as_json:
+            console.print(f"[red]{len(bad)} check(s) failed[/]")
+        sys.exit(1)

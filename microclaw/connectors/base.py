@@ -202,6 +202,16 @@ class BaseConnector(abc.ABC):
         """
         return False
 
+    async def check(self) -> str | None:
+        """Prove the credentials work with one cheap API call (``microclaw-host doctor``). Optional.
+
+        Called from the doctor command only, never while the host runs, and must work if
+        ``listen`` never ran. Returns what was proven (e.g. "bot @name"), or None when the
+        platform offers no cheap check (this default, which calls nothing). Raises like `send`
+        (`PermanentConnectorError` for refused credentials).
+        """
+        return None
+
     async def close(self) -> None:
         """Release network resources and open files. Optional."""
         return None

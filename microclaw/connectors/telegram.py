@@ -479,6 +479,11 @@ class TelegramConnector(BaseConnector):
             raise error from None
         return str(message.message_id)
 
+    async def check(self) -> str | None:
+        """``getMe``: proves the token (``microclaw-host doctor``)."""
+        await self._ready()
+        return f"token accepted: bot @{self.bot_username}"
+
     async def send_typing(self, chat_id: str) -> bool:
         """Show "typing…" in the chat (``sendChatAction``; Telegram clears it after ~5 s)."""
         chat = platform_chat(chat_id)

@@ -45,3 +45,17 @@ def test_why_tells_the_story_of_the_smoke_message_through_the_cli(tmp_path: Path
     assert listed.returncode == 0 and "no failed or uncertain replies" in listed.stdout
     refused = host(["replies", "retry", str(as_json["outbox_ids"][0])], env, tmp_path)
     assert refused.returncode == 1 and "delivered" in refused.stderr
+
+
+def test_doctor_exits_non_zero_with_a_fix_for_each_failure(tmp_path: Path) -> None:
+    env = base_env(tmp_path, MICROCLAW_SANDBOX__IMAGE="microclaw-no-such-image:latest")
+    assert host(["migrate"], env, tmp_path).returncode == 0
+    result = host(["doctor"], env, tmp_path)
+    assert result.returncode == 1
+    assert "FAIL sandbox image" in result.stdout
+    assert "fix: build it: `docker build -t microclaw-no-such-image:latest sandbox-image/`" in result.stdout
+    healthy = host(
+        ["doctor", "--json"], {**env, "MICROCLAW_SANDBOX__IMAGE": "microclaw-sandbox-test:latest"}, tmp_path
+    )
+    assert healthy.returncode == 0, healthy.stdout
+    assert {c["name"] for c in json.loads(healthy.stdout)} >= {"python", "database", "sandbox exec", "clock"}
