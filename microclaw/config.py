@@ -304,11 +304,22 @@ class HttpSettings(SettingsTable):
         return f"http://{host}:{self.port}"
 
 
+LogLevel = Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], _case(str.upper)]
+
+
 class LoggingSettings(SettingsTable):
     section: ClassVar[str] = "logging"
 
-    level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], _case(str.upper)] = "INFO"
-    format: Annotated[Literal["json", "text"], Lower] = "json"
+    level: LogLevel = "INFO"
+    # "auto": readable text on a terminal, JSON lines otherwise; or force "json" / "text".
+    format: Annotated[Literal["auto", "json", "text"], Lower] = "auto"
+    # Per process role (host, worker, sandbox, outbound, beat): overrides `level` for that role.
+    levels: Annotated[
+        Mapping[Literal["host", "worker", "sandbox", "outbound", "beat"], LogLevel],
+        BeforeValidator(lambda v: {str(k).lower(): x for k, x in v.items()} if isinstance(v, Mapping) else v),
+        AfterValidator(_frozen),
+        PlainSerializer(_thawed),
+    ] = Field(default_factory=dict)
 
 
 class GatewaySettings(SettingsTable):

@@ -11,6 +11,7 @@ functions with `app` and publish through `publish`.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from typing import Any
 
@@ -18,7 +19,7 @@ from celery import signals
 
 from microclaw.broker.transport import dispose_engines
 from microclaw.config import load_settings
-from microclaw.logs import configure_logging
+from microclaw.logs import configure_logging, process_role
 from microclaw.runtime import queues
 from microclaw.runtime.celery_app import Publisher, create_app
 from microclaw.runtime.wiring import bootstrap_database
@@ -33,7 +34,13 @@ context.bind(settings, app, publish)
 
 @signals.setup_logging.connect
 def _setup_logging(**_: Any) -> None:
-    configure_logging(settings.logging.level, settings.logging.format, role="celery")
+    # Our settings decide the level and format; Celery's `-l` (loglevel here) is not used.
+    configure_logging(
+        settings.logging.level,
+        settings.logging.format,
+        role=process_role(sys.argv),
+        levels=settings.logging.levels,
+    )
 
 
 @signals.worker_init.connect

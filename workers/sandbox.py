@@ -163,10 +163,17 @@ class SandboxRuntime:
         except Exception as exc:  # a readiness probe must never take the worker down
             logger.exception("sandbox readiness check failed")
             reason = f"readiness check failed: {type(exc).__name__}: {exc}"
+        # Logged when the condition changes, not at every periodic check (status shows it).
+        previous, self._logged_reason = getattr(self, "_logged_reason", ""), reason
         if reason is None:
+            if previous is not None and previous != "":
+                logger.info("sandbox ready again")
             self.record("ready")
         else:
-            logger.warning("sandbox unavailable: %s", reason)
+            if reason != previous:
+                logger.warning("sandbox unavailable: %s", reason)
+            else:
+                logger.debug("sandbox still unavailable: %s", reason)
             self.record("unavailable", reason)
         return reason
 

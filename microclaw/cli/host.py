@@ -94,7 +94,9 @@ def run(foreground: bool) -> None:
     # is private too (it writes nothing a container must read).
     os.umask(0o077)
     settings = load_settings_or_exit()
-    configure_logging(settings.logging.level, settings.logging.format, role="host")
+    configure_logging(
+        settings.logging.level, settings.logging.format, role="host", levels=settings.logging.levels
+    )
     pidfile = settings.pidfile
     running = _read_pid(pidfile)
     if running and running != os.getpid():
@@ -112,7 +114,12 @@ def run(foreground: bool) -> None:
         err.print(f"daemonizing; logs in {log_path}, pidfile {pidfile}")
         with open_private_append(log_path) as log:  # noqa: SIM117 - the context must wrap the daemon context
             with daemon.DaemonContext(working_directory=os.getcwd(), stdout=log, stderr=log, umask=0o077):
-                configure_logging(settings.logging.level, settings.logging.format, role="host")
+                configure_logging(
+                    settings.logging.level,
+                    settings.logging.format,
+                    role="host",
+                    levels=settings.logging.levels,
+                )
                 _serve(settings, boots, pidfile)
         return
     _serve(settings, boots, pidfile)
@@ -244,7 +251,20 @@ def _sandbox_line(sb: dict[str, Any]) -> str:
         facts.append(f"checked {sb['updated_ms_ago'] / 1000:.0f}s ago")
     if sb.get("missing_credentials"):
         facts.append(f"unset credential variables: {', '.join(sb['missing_credentials'])}")
-    return f"[bold]sandbox[/]: {state}{reason}  ({', '.join(facts)})"
+    line = f"[bold]sandbox[/]: {state}{reason}  ({', '.join(facts)})"
+    return line + (f"\n  fix: {_sandbox_fix(sb)}" if sb.get("state") != "ready" else "")
+
+
+def _sandbox_fix(sb: dict[str, Any]) -> str:
+    """The exact command that makes the sandbox ready, when the reason says which."""
+    from microclaw.runtime.doctor import IMAGE_FIX
+
+    reason = str(sb.get("reason") or "")
+    if "image" in reason and "not found" in reason:
+        return IMAGE_FIX.format(image=sb.get("image"))
+    if sb.get("state") in (None, "unknown", "stopped", "stale") or not reason:
+        return "start the sandbox worker (the `sandbox` line of the Procfile; `make run` starts it)"
+    return "`microclaw-host doctor` checks Docker, the image and a test exec, with a fix for each"
 
 
 @host_main.command(help="Exit 0 when the host answers and router, outbound and beat are alive.")

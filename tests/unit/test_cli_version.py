@@ -15,3 +15,19 @@ def test_version_on_both_clis() -> None:
         result = CliRunner().invoke(cli, ["--version"])
         assert result.exit_code == 0
         assert result.output.strip() == f"{prog}, version {version('microclaw')}"
+
+
+def test_status_gives_the_exact_fix_when_the_sandbox_image_is_missing() -> None:
+    from microclaw.cli.host import _sandbox_line
+
+    line = _sandbox_line(
+        {
+            "state": "unavailable",
+            "reason": "image not found: microclaw-sandbox:latest",
+            "backend": "docker",
+            "image": "microclaw-sandbox:latest",
+        }
+    )
+    assert "fix: build it: `docker build -t microclaw-sandbox:latest sandbox-image/`" in line
+    assert "build-test-image.sh microclaw-sandbox:latest" in line
+    assert "fix" not in _sandbox_line({"state": "ready", "backend": "docker", "image": "x"})

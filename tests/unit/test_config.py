@@ -369,7 +369,7 @@ def test_an_api_key_in_settings_is_refused_without_echoing_it(isolated_env, monk
         ("MICROCLAW_STORE__BUSY_TIMEOUT_S", "0", "store.busy_timeout_s", ">= 0.1"),
         ("MICROCLAW_AGENT__SCRIPTED_MODE", "loud", "agent.scripted_mode", "'echo', 'seen' or 'fail'"),
         ("MICROCLAW_HTTP__PORT", "70000", "http.port", "<= 65535"),
-        ("MICROCLAW_LOGGING__FORMAT", "xml", "logging.format", "'json' or 'text'"),
+        ("MICROCLAW_LOGGING__FORMAT", "xml", "logging.format", "'auto', 'json' or 'text'"),
         ("MICROCLAW_ROUTER", "5", "router", "table"),
         ("MICROCLAW_SANDBOX__IMAGE", '""', "sandbox.image", "empty"),
         ("MICROCLAW_SANDBOX__TMPFS_SIZE", "512k", "sandbox.tmpfs_size", "at least 1m"),

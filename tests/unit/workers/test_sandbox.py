@@ -131,3 +131,15 @@ def test_a_run_dir_planted_by_another_user_is_refused(tmp_path: Path) -> None:
     assert "not a directory owned by" in role.unsafe_run_dir(planted)
     assert role.unsafe_run_dir(tmp_path / "fresh" / "run") is None
     assert (tmp_path / "fresh" / "run").stat().st_mode & 0o777 == 0o700
+
+
+def test_an_unchanged_unavailable_sandbox_warns_once_not_at_every_check(
+    runtime_for, tmp_path, caplog
+) -> None:
+    runtime = runtime_for(MICROCLAW_SANDBOX__DOCKER_URL=f"unix://{tmp_path}/missing.sock")
+    with caplog.at_level("INFO", logger="workers.sandbox"):
+        for _ in range(3):
+            runtime.refresh()
+    warnings = [r for r in caplog.records if r.levelname == "WARNING" and "sandbox unavailable" in r.message]
+    assert len(warnings) == 1
+    runtime.shutdown()
