@@ -18,12 +18,12 @@ install: $(STAMP)
 
 ## Install, then run the host with all its workers on the embedded SQLite broker (Ctrl-C stops).
 ## On a terminal the processes log readable lines (honcho gives them pipes, so `make run` says so
-## with MICROCLAW_CONSOLE_TTY=1); logging.format = "json" in settings.toml still forces JSON.
+## with MC_CONSOLE_TTY=1); logging.format = "json" in settings.toml still forces JSON.
 run: install
 	@mkdir -p data
 	@bash scripts/ensure-sandbox-image.sh $(BIN)/python
 	@echo "Starting MicroClaw. In another terminal: $(BIN)/microclaw chat"
-	@if [ -t 2 ]; then export MICROCLAW_CONSOLE_TTY=1; fi; \
+	@if [ -t 2 ]; then export MC_CONSOLE_TTY=1; fi; \
 		PATH="$(abspath $(BIN)):$$PATH" $(BIN)/honcho start
 
 ## Install everything the tests need (Python packages, Debian packages, the sandbox test image), run them all.

@@ -22,9 +22,17 @@ from pythonjsonlogger.json import JsonFormatter
 _FIELDS = "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s"
 # The ids a line is joined on (audit_log.chat_jid, .message_id, runs.id, group folders, ...).
 JOIN_KEYS = ("chat_jid", "message_id", "run_id", "group", "outbox_id", "task_id", "connector")
-TTY_HINT = "MICROCLAW_CONSOLE_TTY"
+# Not MICROCLAW_*: that prefix is reserved for settings (an unknown one is refused).
+TTY_HINT = "MC_CONSOLE_TTY"
 # Loggers whose INFO lines are per-request or per-tick chatter.
-_CHATTY = ("httpx", "uvicorn.access", "alembic.runtime.migration", "celery.beat")
+_CHATTY = (
+    "httpx",
+    "uvicorn.access",
+    "alembic",
+    "celery.beat",  # "Sending due task ..." every tick
+    "celery.worker.strategy",  # "Task ... received" for every task
+    "celery.app.trace",  # "Task ... succeeded" (failures are ERROR and still show)
+)
 
 
 class ConsoleFormatter(logging.Formatter):

@@ -359,10 +359,12 @@ def register_group(jid: str, name: str, folder: str, trigger: str | None, no_tri
 
 def _add_commands() -> None:
     from microclaw.cli.inspect import doctor, replies, why
+    from microclaw.cli.service import install_service
 
     host_main.add_command(why)
     host_main.add_command(replies)
     host_main.add_command(doctor)
+    host_main.add_command(install_service)
 
 
 _add_commands()

@@ -65,7 +65,7 @@ def test_on_a_pipe_lines_are_json_with_the_same_ids() -> None:
 
 
 def test_make_runs_tty_hint_makes_auto_text_even_on_a_pipe() -> None:
-    env = {**_env(), "MICROCLAW_CONSOLE_TTY": "1"}
+    env = {**_env(), "MC_CONSOLE_TTY": "1"}
     result = subprocess.run([sys.executable, "-c", SNIPPET], capture_output=True, text=True, env=env)
     assert result.stderr.splitlines()[0].split()[1:4] == ["worker", "INFO", "run"]
 
