@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 TARGET = "microclaw.target"
-_EXECUTABLES = ("celery", "microclaw-host", "microclaw")
 
 
 @dataclass(frozen=True)
@@ -40,9 +39,10 @@ def read_procfile(path: Path) -> list[Process]:
 
 
 def resolve_argv(argv: list[str], venv_bin: Path) -> list[str]:
-    """The command with its program made an absolute path into the venv."""
+    """The command with its program made an absolute path into the venv (any program the venv
+    installs: celery and every MicroClaw entry point, the gateway's included)."""
     program = argv[0]
-    if program in _EXECUTABLES:
+    if "/" not in program and (venv_bin / program).exists():
         program = str(venv_bin / program)
     return [program, *argv[1:]]
 

@@ -47,7 +47,7 @@ def test_one_unit_per_procfile_process_with_sane_service_settings(tmp_path: Path
         assert unit["EnvironmentFile"] == f"-{ROOT / '.env'}"
         assert unit["WorkingDirectory"] == str(ROOT)
     worker = parse(out / "microclaw-worker.service")["Service"]["ExecStart"]
-    assert "router@%%h" in worker  # Celery expands %h, not systemd (which would make it the home dir)
+    assert "worker@%%h" in worker  # Celery expands %h, not systemd (which would make it the home dir)
 
 
 def test_no_secret_from_the_env_file_reaches_a_unit(tmp_path: Path, monkeypatch) -> None:
