@@ -22,6 +22,8 @@ Capability card:
   sleeps through a 429 of up to 30 s (``max_ratelimit_timeout_s``); a longer one becomes
   `TransientConnectorError` with ``retry_after``. 403 (missing access) and 404 (unknown
   channel) are `PermanentConnectorError`. ``send_typing`` triggers the typing indicator (~10 s).
+- Check (``microclaw-host doctor``): ``GET /users/@me`` with the token on a session of its own;
+  401 is `PermanentConnectorError` naming ``DISCORD_BOT_TOKEN`` (never its value).
 - Secrets: ``DISCORD_BOT_TOKEN`` (environment; missing: `ConfigError`, the boot skips the
   connector). Options: ``guild_ready_timeout_s`` (2), ``catch_up_limit``,
   ``catch_up_max_age_s``, ``max_ratelimit_timeout_s``, ``cursor_path``, ``api_base_url`` /
@@ -471,6 +473,21 @@ class DiscordConnector(BaseConnector):
             raise self._translate(exc, None) from None
         self._rest = (loop, client)
         return client
+
+    async def check(self) -> str | None:
+        """``GET /users/@me`` on a throwaway REST session: proves the token (``microclaw-host
+        doctor``). A refused token is `PermanentConnectorError` naming the variable, never its value."""
+        discord = _sdk(self.api_base_url, self.gateway_url)
+        http = discord.http.HTTPClient(
+            asyncio.get_running_loop(), max_ratelimit_timeout=self.max_ratelimit_timeout_s
+        )
+        try:
+            me = await http.static_login(self._token)
+        except Exception as exc:
+            raise self._translate(exc, None) from None
+        finally:
+            await http.close()
+        return f"token accepted: bot {me.get('username')} (id {me.get('id')})"
 
     async def send(self, chat_id: str, text: str, *, idempotency_key: str) -> str:
         import discord
