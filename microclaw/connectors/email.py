@@ -25,6 +25,9 @@ Capability card:
   the outbound worker needs no listener), and a Message-ID derived from the idempotency key.
   SMTP cannot deduplicate: a send cut off by a crash is marked uncertain, never repeated.
   SMTP 5xx → `PermanentConnectorError`, 4xx and connection trouble → `TransientConnectorError`.
+- Check (``microclaw-host doctor``): an IMAP login with ``folder`` selected, then LOGOUT, and an
+  SMTP session (TLS / STARTTLS as configured, AUTH when ``smtp_user`` is set), then QUIT. A
+  refused login is `PermanentConnectorError` naming the server that refused it, never the password.
 - Limits: replies split at 65 536 characters; inbound text cut at the envelope limit with a
   ``[truncated]`` line; messages larger than ``max_fetch_bytes`` are read headers only. No send
   rate limit of its own; providers cap daily volume (consumer accounts ~500 mails a day).
@@ -68,7 +71,13 @@ from microclaw.connectors.mime import (
 )
 from microclaw.connectors.state import ConnectorState
 from microclaw.envelope import Envelope, make_envelope
-from microclaw.errors import ConfigError, EnvelopeError, PermanentConnectorError, TransientConnectorError
+from microclaw.errors import (
+    ConfigError,
+    ConnectorError,
+    EnvelopeError,
+    PermanentConnectorError,
+    TransientConnectorError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -299,7 +308,10 @@ class EmailConnector(BaseConnector):
         try:
             session.open()
         except LoginError as exc:
-            raise PermanentConnectorError(f"IMAP login refused for {self.opts.imap_user}") from exc
+            raise PermanentConnectorError(
+                f"IMAP login refused for {self.opts.imap_user} by {self.opts.imap_host}:{self.opts.imap_port}"
+                f" (check {IMAP_PASSWORD_ENV})"
+            ) from exc
         except IMAPClientError as exc:
             raise TransientConnectorError(
                 f"IMAP {self.opts.imap_host}: cannot open folder {self.opts.folder!r}: {exc}"
@@ -443,47 +455,92 @@ class EmailConnector(BaseConnector):
         logger.info("email: sent %s", message_id, extra={"connector": self.name, "chat_jid": chat_id})
         return message_id
 
-    def _smtp_send(self, chat_id: str, message: EmailMessage) -> None:
+    def _smtp_open(self) -> smtplib.SMTP:
+        """A connected SMTP session: TLS or STARTTLS as configured, logged in when ``smtp_user``
+        is set. smtplib's exceptions pass through (see `_smtp_error`)."""
         o = self.opts
         context = ssl.create_default_context()
+        smtp: smtplib.SMTP
+        if o.smtp_tls:
+            smtp = smtplib.SMTP_SSL(o.smtp_host, o.smtp_port, timeout=o.timeout_s, context=context)
+        else:
+            smtp = smtplib.SMTP(o.smtp_host, o.smtp_port, timeout=o.timeout_s)
         try:
-            smtp: smtplib.SMTP
-            if o.smtp_tls:
-                smtp = smtplib.SMTP_SSL(o.smtp_host, o.smtp_port, timeout=o.timeout_s, context=context)
-            else:
-                smtp = smtplib.SMTP(o.smtp_host, o.smtp_port, timeout=o.timeout_s)
-            with smtp:
-                if o.smtp_starttls and not o.smtp_tls:
-                    smtp.starttls(context=context)
-                if o.smtp_user:
-                    smtp.login(o.smtp_user, o.smtp_password)
-                refused = smtp.send_message(message)
-            if refused:
-                logger.warning(
-                    "email: %d recipient(s) refused: %s",
-                    len(refused),
-                    ", ".join(sorted(refused)),
-                    extra={"connector": self.name, "chat_jid": chat_id},
-                )
-        except smtplib.SMTPAuthenticationError as exc:
-            raise PermanentConnectorError(f"SMTP login refused for {o.smtp_user}", chat_id=chat_id) from exc
-        except smtplib.SMTPRecipientsRefused as exc:
+            if o.smtp_starttls and not o.smtp_tls:
+                smtp.starttls(context=context)
+            if o.smtp_user:
+                smtp.login(o.smtp_user, o.smtp_password)
+        except BaseException:
+            smtp.close()
+            raise
+        return smtp
+
+    def _smtp_error(self, exc: Exception, chat_id: str | None) -> ConnectorError:
+        """One smtplib or socket exception -> ours (the password is never part of it)."""
+        o = self.opts
+        if isinstance(exc, smtplib.SMTPAuthenticationError):
+            return PermanentConnectorError(
+                f"SMTP login refused for {o.smtp_user} by {o.smtp_host}:{o.smtp_port}"
+                f" (check {SMTP_PASSWORD_ENV} or {IMAP_PASSWORD_ENV})",
+                chat_id=chat_id,
+            )
+        if isinstance(exc, smtplib.SMTPRecipientsRefused):
             codes = [code for code, _ in exc.recipients.values()]
             detail = f"SMTP refused every recipient ({', '.join(str(c) for c in codes)})"
             if codes and all(code >= 500 for code in codes):
-                raise PermanentConnectorError(detail, chat_id=chat_id) from exc
-            raise TransientConnectorError(detail, chat_id=chat_id) from exc
-        except smtplib.SMTPResponseException as exc:
+                return PermanentConnectorError(detail, chat_id=chat_id)
+            return TransientConnectorError(detail, chat_id=chat_id)
+        if isinstance(exc, smtplib.SMTPResponseException):
             detail = f"SMTP {exc.smtp_code}: {_smtp_text(exc.smtp_error)}"
             if exc.smtp_code >= 500:
-                raise PermanentConnectorError(detail, chat_id=chat_id) from exc
-            raise TransientConnectorError(detail, chat_id=chat_id) from exc
-        except smtplib.SMTPNotSupportedError as exc:
-            raise PermanentConnectorError(f"SMTP server {o.smtp_host}: {exc}", chat_id=chat_id) from exc
+                return PermanentConnectorError(detail, chat_id=chat_id)
+            return TransientConnectorError(detail, chat_id=chat_id)
+        if isinstance(exc, smtplib.SMTPNotSupportedError):
+            return PermanentConnectorError(f"SMTP server {o.smtp_host}: {exc}", chat_id=chat_id)
+        return TransientConnectorError(
+            f"SMTP {o.smtp_host}:{o.smtp_port}: {type(exc).__name__}: {exc}", chat_id=chat_id
+        )
+
+    def _smtp_send(self, chat_id: str, message: EmailMessage) -> None:
+        try:
+            with self._smtp_open() as smtp:
+                refused = smtp.send_message(message)
         except (smtplib.SMTPException, OSError) as exc:
-            raise TransientConnectorError(
-                f"SMTP {o.smtp_host}:{o.smtp_port}: {type(exc).__name__}: {exc}", chat_id=chat_id
-            ) from exc
+            raise self._smtp_error(exc, chat_id) from exc
+        if refused:
+            logger.warning(
+                "email: %d recipient(s) refused: %s",
+                len(refused),
+                ", ".join(sorted(refused)),
+                extra={"connector": self.name, "chat_jid": chat_id},
+            )
+
+    # --- doctor -------------------------------------------------------------------------
+
+    async def check(self) -> str | None:
+        """Log in to IMAP (folder selected) and to SMTP, then leave both (``microclaw-host doctor``)."""
+        await asyncio.to_thread(self._imap_check)
+        smtp = await asyncio.to_thread(self._smtp_check)
+        o = self.opts
+        return f"IMAP login accepted for {o.imap_user} ({o.folder} selected); {smtp}"
+
+    def _imap_check(self) -> None:
+        session = ImapSession(self.opts)
+        try:
+            self._open(session)
+        finally:
+            session.logout()
+
+    def _smtp_check(self) -> str:
+        o = self.opts
+        try:
+            with self._smtp_open():
+                pass  # leaving the block says QUIT
+        except (smtplib.SMTPException, OSError) as exc:
+            raise self._smtp_error(exc, None) from exc
+        if o.smtp_user:
+            return f"SMTP login accepted for {o.smtp_user} at {o.smtp_host}:{o.smtp_port}"
+        return f"SMTP {o.smtp_host}:{o.smtp_port} answered (no smtp_user: no login tried)"
 
     async def close(self) -> None:
         self.state.close()

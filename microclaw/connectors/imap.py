@@ -138,6 +138,17 @@ class ImapSession:
         finally:
             client.idle_done()
 
+    def logout(self) -> None:
+        """Say LOGOUT and close (errors ignored: the session is over either way)."""
+        client, self.client = self.client, None
+        if client is None:
+            return
+        try:
+            client.logout()
+        except Exception:
+            self.client = client
+            self.abort()
+
     def abort(self) -> None:
         """Close the connection at once (safe from any thread, idempotent)."""
         client, self.client = self.client, None
