@@ -262,27 +262,35 @@ def _feed_stdin(pipe, data: bytes) -> None:
             pipe.close()
 
 
-def _subreaper_preexec():
-    """A preexec function making the command a child subreaper, or None without ctypes.
+def _child_preexec():
+    """What a command runs before exec: it volunteers first for the OOM killer, and it becomes a
+    child subreaper when ctypes is there.
 
+    The OOM preference keeps the executor alive when a command exhausts the container's memory
+    (a process may always raise its own ``oom_score_adj``; the command's children inherit it).
     Debian's python3-minimal has no ctypes; there the tree walk, session and mark still apply.
     """
+    prctl = None
     try:
         import ctypes
-    except ImportError:
-        return None
-    try:
+
         prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
+    except (ImportError, OSError, AttributeError):
+        prctl = None
 
     def preexec() -> None:
-        prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        try:
+            with open("/proc/self/oom_score_adj", "w") as handle:
+                handle.write("1000")
+        except OSError:
+            pass
+        if prctl is not None:
+            prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
     return preexec
 
 
-_PREEXEC = _subreaper_preexec() if sys.platform.startswith("linux") else None
+_PREEXEC = _child_preexec() if sys.platform.startswith("linux") else None
 
 
 def _proc_table() -> dict:

@@ -40,6 +40,14 @@ def test_memory_hog_is_killed_and_the_host_is_fine(make_sandbox) -> None:
     assert sb.service.exec("alpha", ["echo", "fine"]).stdout == b"fine\n"
 
 
+def test_commands_volunteer_first_for_the_oom_killer_not_the_executor(make_sandbox) -> None:
+    sb = make_sandbox()
+    result = sb.service.exec("alpha", ["sh", "-c", "cat /proc/self/oom_score_adj; cat /proc/1/oom_score_adj"])
+    command, pid1 = result.stdout_text.split()
+    assert command == "1000"  # inherited from the exec's preexec
+    assert int(pid1) < 1000
+
+
 def test_the_exec_socket_folder_takes_no_writes_once_started(make_sandbox) -> None:
     sb = make_sandbox()
     result = sb.service.exec("alpha", ["sh", "-c", "head -c 1000 /dev/zero > /run/microclaw/exec/junk"])
