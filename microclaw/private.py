@@ -40,10 +40,20 @@ def private_dir(path: Path) -> Path:
 
 
 def private_file(path: Path) -> Path:
-    """Create ``path`` empty if missing and make it 0600 (a new parent directory is 0700)."""
+    """Create ``path`` empty if missing and make it 0600 (a new parent directory is 0700).
+
+    An existing file is narrowed by path, never opened: it may be a SQLite database this process
+    already has connections to, and closing *any* descriptor of a file drops every POSIX lock the
+    process holds on it, SQLite's included (another process could then write under a reader, or
+    two writers overlap).
+    """
     if not path.parent.exists():
         path.parent.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+    except FileExistsError:
+        _narrow(path, FILE_MODE)
+        return path
     try:
         os.fchmod(fd, FILE_MODE)
     finally:

@@ -74,3 +74,31 @@ def test_a_blank_token_file_is_replaced(tmp_path: Path) -> None:
     assert read_token(path) is None
     token = load_or_create_token(path)
     assert read_token(path) == token and file_mode(path) == 0o600
+
+
+def test_making_an_open_database_private_keeps_the_locks_sqlite_holds_on_it(tmp_path: Path) -> None:
+    # Closing any descriptor of a file drops every POSIX lock this process holds on it. In WAL
+    # mode a connection's shared lock on the database file is what stops another process, when
+    # it closes the last connection it knows of, from checkpointing and deleting the WAL under
+    # this one (its later writes would then be invisible to everyone else).
+    import sqlite3
+    import subprocess
+    import sys
+
+    path = tmp_path / "app.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA journal_mode=WAL")
+    holder.execute("CREATE TABLE t (x)")
+    private_sqlite(path)
+    other = (
+        "import sqlite3, sys\n"
+        "db = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+        "db.execute('INSERT INTO t VALUES (1)')\n"
+        "db.close()\n"
+    )
+    subprocess.run([sys.executable, "-c", other, str(path)], check=True, timeout=30)
+    try:
+        assert (tmp_path / "app.db-wal").exists()  # the other process knew it was not the last
+        assert holder.execute("SELECT count(*) FROM t").fetchone()[0] == 1
+    finally:
+        holder.close()
