@@ -7,6 +7,14 @@ the same ``BEGIN IMMEDIATE`` transaction, which both proves the token is still c
 extends the expiry. A holder that stalls past its expiry and is replaced finds its token stale
 and raises `LeaseLost` before writing anything.
 
+Holders are process incarnations, ``role@host:pid#incarnation`` (`process_holder`); the
+incarnation is the process's start time since boot (Linux ``/proc``), so a reused pid is told
+apart. A lease whose holder is provably gone (`holder_gone`: same host and the pid is dead, a
+zombie or another incarnation) is free at once, whatever its expiry says: `acquire` takes it
+over (a new token, so a holder wrongly judged gone is fenced out) and `is_live` calls it dead,
+so the sweeper re-kicks its group without waiting out the TTL. Holders on other hosts, and
+names without an incarnation, are only ever judged by the expiry.
+
 All functions take an open write transaction; none commits. `LeaseKeeper` is the one piece that
 opens its own: the thread that renews a lease while its holder works outside any transaction.
 No policy lives here.
@@ -15,10 +23,15 @@ No policy lives here.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 
 from sqlalchemy import Connection, Engine, text
 
@@ -41,7 +54,18 @@ _FENCE = text(
     "UPDATE leases SET expires_at_ms = :expires WHERE name = :name AND token = :token AND holder IS NOT NULL"
 )
 _RELEASE = text("UPDATE leases SET holder = NULL, expires_at_ms = 0 WHERE name = :name AND token = :token")
-_LIVE = text("SELECT 1 FROM leases WHERE name = :name AND holder IS NOT NULL AND expires_at_ms > :now")
+_LIVE = text(
+    "SELECT holder FROM leases WHERE name = :name AND holder IS NOT NULL AND expires_at_ms > :now"
+)
+_CURRENT = text("SELECT holder, token FROM leases WHERE name = :name AND holder IS NOT NULL")
+_TAKE_OVER = text(
+    "UPDATE leases SET holder = :holder, token = token + 1, expires_at_ms = :expires, acquired_at_ms = :now"
+    " WHERE name = :name AND token = :token AND holder = :gone RETURNING token"
+)
+_RECLAIM = text(
+    "UPDATE leases SET holder = NULL, token = token + 1, expires_at_ms = 0"
+    " WHERE name = :name AND token = :token AND holder = :gone"
+)
 _HELD = text(
     "SELECT name, holder, token, expires_at_ms FROM leases"
     " WHERE holder IS NOT NULL AND expires_at_ms > :now ORDER BY name"
@@ -56,13 +80,107 @@ def outbox_lease(chat_jid: str) -> str:
     return f"outbox:{chat_jid}"
 
 
-def acquire(conn: Connection, name: str, holder: str, *, ttl_ms: int, now_ms: int) -> int | None:
-    """Take the lease if it is free or expired; returns the new token, or None when held."""
+# --- holder identity ----------------------------------------------------------------------
+
+
+def _proc_start(pid: int) -> str | None:
+    """The start time (clock ticks since boot) of a running process, or None when there is no
+    such process, it is a zombie, or ``/proc`` cannot tell."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()
+    if len(fields) < 20 or fields[0] in {"Z", "X", "x"}:
+        return None
+    return fields[19]
+
+
+@cache
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip().replace("-", "")[:8]
+    except OSError:
+        return ""
+
+
+_RANDOM_INCARNATION = uuid.uuid4().hex[:12]
+
+
+def incarnation(pid: int | None = None) -> str | None:
+    """This process's (or ``pid``'s) incarnation id: boot id + start time where ``/proc``
+    exists; elsewhere a random id for this process (others: None, unknowable)."""
+    pid = os.getpid() if pid is None else pid
+    start = _proc_start(pid)
+    if start is not None and _boot_id():
+        return f"{_boot_id()}.{start}"
+    if pid == os.getpid() and not Path("/proc/self/stat").exists():
+        return f"r{_RANDOM_INCARNATION}"
+    return None
+
+
+def process_holder(role: str) -> str:
+    """The holder name of this process for ``role``: ``role@host:pid#incarnation``."""
+    pid = os.getpid()
+    return f"{role}@{socket.gethostname()}:{pid}#{incarnation(pid)}"
+
+
+def holder_gone(holder: str) -> bool:
+    """Whether ``holder`` (a `process_holder` name) is provably gone: on this host, with its
+    pid dead, a zombie, or now another incarnation. False whenever that cannot be proven."""
+    role_host, sep, inc = holder.rpartition("#")
+    if not sep or not inc:
+        return False
+    _, at, host_pid = role_host.rpartition("@")
+    host, colon, raw_pid = host_pid.rpartition(":")
+    if not at or not colon or not raw_pid.isdigit() or host != socket.gethostname():
+        return False
+    pid = int(raw_pid)
+    if pid == os.getpid():
+        return inc != incarnation(pid)
+    if inc.startswith("r"):  # no /proc here: only a dead pid is proof
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except OSError:
+            return False
+        return False
+    if not inc.startswith(_boot_id() + ".") or not _boot_id():
+        return bool(_boot_id())  # another boot of this host: every process of it is gone
+    return incarnation(pid) != inc
+
+
+# --- the lease operations -----------------------------------------------------------------
+
+
+def acquire(
+    conn: Connection,
+    name: str,
+    holder: str,
+    *,
+    ttl_ms: int,
+    now_ms: int,
+    gone: Callable[[str], bool] = holder_gone,
+) -> int | None:
+    """Take the lease if it is free, expired, or held by a holder that is `gone`; returns the
+    new token, or None when held."""
     conn.execute(_CREATE, {"name": name})
-    row = conn.execute(
-        _ACQUIRE, {"name": name, "holder": holder, "expires": now_ms + ttl_ms, "now": now_ms}
-    ).first()
-    return int(row[0]) if row else None
+    params = {"name": name, "holder": holder, "expires": now_ms + ttl_ms, "now": now_ms}
+    row = conn.execute(_ACQUIRE, params).first()
+    if row:
+        return int(row[0])
+    current = conn.execute(_CURRENT, {"name": name}).first()
+    if current is None or current.holder == holder or not gone(current.holder):
+        return None
+    row = conn.execute(_TAKE_OVER, {**params, "token": current.token, "gone": current.holder}).first()
+    if row is None:
+        return None
+    logger.warning(
+        "lease taken over from a gone holder",
+        extra={"lease": name, "gone_holder": current.holder, "token": int(row[0])},
+    )
+    return int(row[0])
 
 
 def fence(conn: Connection, name: str, token: int, *, ttl_ms: int, now_ms: int) -> None:
@@ -79,9 +197,25 @@ def release(conn: Connection, name: str, token: int) -> bool:
     return bool(conn.execute(_RELEASE, {"name": name, "token": token}).rowcount == 1)
 
 
-def is_live(conn: Connection, name: str, *, now_ms: int) -> bool:
-    """Whether someone holds an unexpired lease on ``name``."""
-    return conn.execute(_LIVE, {"name": name, "now": now_ms}).first() is not None
+def reclaim(conn: Connection, name: str, *, gone: Callable[[str], bool] = holder_gone) -> bool:
+    """Free the lease if its holder is provably `gone` (bumping the token, which fences the
+    holder out should it still write); returns whether it did."""
+    current = conn.execute(_CURRENT, {"name": name}).first()
+    if current is None or not gone(current.holder):
+        return False
+    freed = conn.execute(_RECLAIM, {"name": name, "token": current.token, "gone": current.holder})
+    if freed.rowcount != 1:
+        return False
+    logger.warning("lease of a gone holder reclaimed", extra={"lease": name, "gone_holder": current.holder})
+    return True
+
+
+def is_live(
+    conn: Connection, name: str, *, now_ms: int, gone: Callable[[str], bool] = holder_gone
+) -> bool:
+    """Whether someone not provably `gone` holds an unexpired lease on ``name``."""
+    row = conn.execute(_LIVE, {"name": name, "now": now_ms}).first()
+    return row is not None and not gone(row.holder)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,10 @@ Celery carries only idempotent wake-ups, and on the SQLite broker a SIGKILLed wo
 messages it had reserved. So beat runs `sweep()` every few seconds; it returns:
 - groups to kick: pending work (new messages, a due retry, a claimed task, a run left
   ``running`` by a dead holder) and no live lease, whose kick is not already outstanding or was
-  requested longer than ``stale_after_ms`` ago;
+  requested longer than ``stale_after_ms`` ago; a group whose lease holder is provably gone
+  (`leases.reclaim`: a killed process on this host) has its lease freed and is kicked at once,
+  without waiting out the lease TTL or the outstanding kick (which the dead holder may have
+  dropped as "busy");
 - chats to deliver: a due pending reply and no live outbox lease.
 It marks the kicks it asks for as outstanding. "Pending work" is the router's own
 `has_pending` rule; the rows it looks at are read through their owners in `microclaw.store`.
@@ -39,13 +42,15 @@ def sweep(engine: Engine, *, stale_after_ms: int) -> SweepResult:
         candidates |= task_queue.chats_with_open(conn)
         candidates |= runs.chats_with_running(conn)
         for chat in sorted(candidates):
-            if leases.is_live(conn, leases.group_lease(chat), now_ms=now):
+            reclaimed = leases.reclaim(conn, leases.group_lease(chat))
+            if not reclaimed and leases.is_live(conn, leases.group_lease(chat), now_ms=now):
                 continue
             state = groups.get_state(conn, chat)
             stranded = runs.has_running(conn, chat)
             if not (stranded or has_pending(conn, chat, state, now)):
                 continue
-            if state.kick_requested_ms is not None and now - state.kick_requested_ms < stale_after_ms:
+            outstanding = state.kick_requested_ms is not None and now - state.kick_requested_ms < stale_after_ms
+            if outstanding and not reclaimed:
                 continue
             groups.set_state(conn, chat, kick_requested_ms=now)
             to_kick.append(chat)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import socket
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -70,7 +69,10 @@ def conversations_dir(settings: Settings) -> Path:
 
 
 def worker_name(role: str) -> str:
-    return f"{role}@{socket.gethostname()}:{os.getpid()}"
+    """This process's holder name, ``role@host:pid#incarnation`` (see `microclaw.pipeline.leases`)."""
+    from microclaw.pipeline.leases import process_holder
+
+    return process_holder(role)
 
 
 def router_config(settings: Settings) -> RouterConfig:

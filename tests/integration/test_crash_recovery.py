@@ -121,3 +121,25 @@ def test_lost_kick_is_recovered_by_the_sweeper(make_stack) -> None:
         lambda: stack.mailbox.after(0, chat_id="local:lost"), 30, "the sweeper to wake the group"
     )
     assert [r.text for r in replies] == ["seen: nobody kicked me"]
+
+
+def test_killed_router_s_group_is_answered_within_seconds_of_restart_not_the_lease_ttl(make_stack) -> None:
+    # A 120 s lease: only the dead holder's detection (pid gone on this host) can explain an
+    # answer within 20 s of the restart.
+    stack = make_stack(MICROCLAW_AGENT__SCRIPTED_DELAY_S="2.0", MICROCLAW_ROUTER__LEASE_TTL_S="120")
+    _register(stack, "local:fast")
+    stack.router("router-1", 1)
+    stack.outbound()
+    stack.beat()
+    stack.wait_workers(2)
+    env = make_envelope(source="local", message_id="local:fast:1", chat_id="local:fast", text="quick")
+    ingest_and_kick(stack.engine, env, stack.kick)
+    wait_for(lambda: any(r.status == "running" for r in _runs(stack)), 30, "the run to start")
+    stack.kill("router-1")
+    restarted = time.monotonic()
+    stack.router("router-2", 1)
+    wait_for(lambda: stack.mailbox.after(0, chat_id="local:fast"), 20, "the reply well before the 120 s lease")
+    print(f"answered {time.monotonic() - restarted:.1f} s after the router restart")
+    time.sleep(2)
+    assert [r.text for r in stack.mailbox.after(0, chat_id="local:fast")] == ["seen: quick"]
+    assert [r.status for r in _runs(stack)] == ["abandoned", "done"]

@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+
 import pytest
 
 from microclaw.errors import LeaseLost
@@ -141,3 +146,59 @@ def test_keeper_with_real_waiting_stops_when_the_work_ends(engine) -> None:
     with leases.LeaseKeeper(engine, "group:a", token, 60_000) as keeper:
         pass  # __exit__ wakes the thread at once: nothing waits out the 20 s renewal interval
     assert not keeper.lost
+
+
+# --- holders that are provably gone --------------------------------------------------------
+
+
+def _child() -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+
+
+def _holder_of(proc: subprocess.Popen[bytes], role: str = "router") -> str:
+    return f"{role}@{socket.gethostname()}:{proc.pid}#{leases.incarnation(proc.pid)}"
+
+
+def test_this_process_has_a_stable_holder_name_with_an_incarnation() -> None:
+    name = leases.process_holder("router")
+    assert name == leases.process_holder("router")
+    assert name.startswith(f"router@{socket.gethostname()}:{os.getpid()}#")
+    assert not leases.holder_gone(name)
+
+
+def test_a_live_holder_is_not_gone_and_a_dead_or_reused_pid_is() -> None:
+    proc = _child()
+    try:
+        holder = _holder_of(proc)
+        assert not leases.holder_gone(holder)
+        # Same pid, another incarnation (what a reused pid looks like): gone.
+        host_pid = holder.rpartition("#")[0]
+        assert leases.holder_gone(f"{host_pid}#{leases.incarnation()}")
+    finally:
+        proc.kill()
+        proc.wait()
+    assert leases.holder_gone(holder)
+
+
+def test_holders_that_cannot_be_judged_are_never_gone() -> None:
+    assert not leases.holder_gone("w1")  # no incarnation (old-style names, tests)
+    assert not leases.holder_gone("router@some-other-host:1#abc.123")  # another host
+    assert not leases.holder_gone(f"router@{socket.gethostname()}:notapid#x")
+
+
+def test_a_lease_of_a_killed_holder_is_taken_over_at_once_and_the_holder_is_fenced(engine) -> None:
+    proc = _child()
+    holder = _holder_of(proc)
+    with write_tx(engine) as conn:
+        old = leases.acquire(conn, "group:a", holder, ttl_ms=120_000, now_ms=0)
+        assert leases.acquire(conn, "group:a", "me", ttl_ms=120_000, now_ms=1) is None  # alive: held
+        assert leases.is_live(conn, "group:a", now_ms=1)
+    proc.kill()
+    proc.wait()
+    with write_tx(engine) as conn:
+        assert not leases.is_live(conn, "group:a", now_ms=2)  # the sweeper's view: free
+        new = leases.acquire(conn, "group:a", "me", ttl_ms=120_000, now_ms=2)
+        assert new == old + 1  # long before the 120 s expiry
+        with pytest.raises(LeaseLost):
+            leases.fence(conn, "group:a", old, ttl_ms=1000, now_ms=3)
+        assert leases.is_live(conn, "group:a", now_ms=3)

@@ -1,7 +1,13 @@
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+
+import pytest
 from sqlalchemy import update
 
+from microclaw.errors import LeaseLost
 from microclaw.pipeline import leases
 from microclaw.pipeline.inbound import ingest
 from microclaw.pipeline.sweeper import sweep
@@ -40,3 +46,19 @@ def test_undelivered_and_stranded_replies_are_requeued(engine) -> None:
         conn.execute(update(t).where(t.c.idempotency_key == "a").values(created_at_ms=0))
         conn.execute(update(t).where(t.c.idempotency_key == "b").values(status="sending", claimed_at_ms=0))
     assert sorted(sweep(engine, stale_after_ms=60_000).deliver) == ["fake:a", "fake:b"]
+
+
+def test_a_group_whose_holder_was_killed_is_re_kicked_at_once(engine) -> None:
+    register(engine, "fake:g", requires_trigger=False)
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    holder = f"router@{socket.gethostname()}:{proc.pid}#{leases.incarnation(proc.pid)}"
+    with write_tx(engine) as conn:
+        token = leases.acquire(conn, leases.group_lease("fake:g"), holder, ttl_ms=120_000, now_ms=now_ms())
+    ingest(engine, envelope("fake:g", "hi"))  # its kick is outstanding (the holder said "busy")
+    assert sweep(engine, stale_after_ms=60_000).kick == []  # the holder is alive: on it
+    proc.kill()
+    proc.wait()
+    assert sweep(engine, stale_after_ms=60_000).kick == ["fake:g"]  # not after the 120 s TTL
+    assert sweep(engine, stale_after_ms=60_000).kick == []  # once
+    with write_tx(engine) as conn, pytest.raises(LeaseLost):  # the dead holder's token is fenced
+        leases.fence(conn, leases.group_lease("fake:g"), token, ttl_ms=1000, now_ms=now_ms())
