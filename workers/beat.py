@@ -6,10 +6,22 @@ is due), the sweeper (re-kicks lost wake-ups, re-queues undelivered replies), cl
 consumed broker rows, prunes old heartbeats) and the sandbox's idle stop. `DatabaseScheduler`
 stores each entry's last run in the ``beat_state`` table instead of a shelve file, so beat has
 no local state to lose or corrupt.
+
+Sleeping: the tick entry is not polled every ``tick_interval_s``; it is due when the soonest
+active ``scheduled_tasks.next_run`` has come, and beat sleeps until then, the next other entry,
+or `MAX_IDLE_S` at most (a task created meanwhile is seen at the next wake-up; the sweeper
+entry wakes beat every ``sweep_interval_s`` anyway).
+
+Wall-clock steps: Celery keeps each entry's last run and its heap of wake-up times in wall
+time, so a clock stepped back an hour (or a stored last run from "the future" after a restart)
+would silence every entry for that hour. Before each tick any last run later than now is
+clamped to now and the heap rebuilt; a step forward makes each entry due once. Scheduled
+task slots are claimed by their ``next_run`` in the database, so no step fires a slot twice.
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +32,11 @@ from microclaw.runtime import queues
 from microclaw.runtime.wiring import app_engine, bootstrap_database
 from microclaw.store import status, tasks
 from microclaw.store.db import read_tx, write_tx
+
+logger = logging.getLogger(__name__)
+
+# The longest beat sleeps between looks at the scheduled tasks' next run.
+MAX_IDLE_S = 30.0
 
 
 class DatabaseScheduler(Scheduler):
@@ -37,6 +54,71 @@ class DatabaseScheduler(Scheduler):
             if row is not None:
                 entry.last_run_at = datetime.fromtimestamp(row.last_run_at, tz=UTC)
                 entry.total_run_count = row.total_run_count
+        self._clamp_future_runs()
+
+    def _now(self) -> datetime:
+        now = self.app.now()
+        return now if now.tzinfo is not None else now.replace(tzinfo=UTC)
+
+    def _clamp_future_runs(self) -> bool:
+        """Clamp last runs later than now (the clock stepped back) to now; whether any was."""
+        now = self._now()
+        clamped = []
+        for entry in self.schedule.values():
+            last = entry.last_run_at
+            if last is None:
+                continue
+            if last.tzinfo is None:
+                last = last.replace(tzinfo=UTC)
+            if last > now:
+                entry.last_run_at = now
+                clamped.append(entry.name)
+        if clamped:
+            logger.warning("beat: last runs in the future (clock stepped back); clamped", extra={"entries": clamped})
+        return bool(clamped)
+
+    def tick(self, *args: Any, **kwargs: Any) -> float:
+        if self._clamp_future_runs() or self._heap_in_future():
+            self._heap = None  # its wake-up times are wall times from before the step
+        return float(super().tick(*args, **kwargs))
+
+    def _heap_in_future(self) -> bool:
+        """Whether a wake-up in the heap lies further ahead than its entry could ask for."""
+        if not self._heap:
+            return False
+        now = self._when(self._heap[0][2], 0)
+        return any(
+            event[0] - now > max(_interval_s(event[2]), MAX_IDLE_S) + 1.0 for event in self._heap
+        )
+
+    def is_due(self, entry: ScheduleEntry) -> tuple[bool, float]:
+        if entry.task != queues.TICK:
+            return super().is_due(entry)
+        interval = _interval_s(entry)
+        wait = self._seconds_to_next_task()
+        if wait is None:
+            return False, MAX_IDLE_S
+        if wait <= 0:
+            return True, interval
+        return False, min(max(wait, interval / 10), MAX_IDLE_S)
+
+    def _seconds_to_next_task(self) -> float | None:
+        """Seconds until the soonest active scheduled task is due (<= 0: due); None if none."""
+        try:
+            with read_tx(self._engine) as conn:
+                soonest = tasks.next_scheduled(conn, limit=1)
+        except Exception:
+            logger.warning("beat: could not read the next scheduled run", exc_info=True)
+            return 0.0  # when unsure, let the tick task look
+        if not soonest or soonest[0].next_run is None:
+            return None
+        try:
+            due = datetime.fromisoformat(soonest[0].next_run.replace("Z", "+00:00"))
+        except ValueError:
+            return 0.0  # the tick pauses a task with an unreadable time
+        if due.tzinfo is None:
+            due = due.replace(tzinfo=UTC)
+        return (due - self._now()).total_seconds()
 
     def sync(self) -> None:
         entries: list[ScheduleEntry] = list(self.schedule.values())
@@ -51,25 +133,11 @@ class DatabaseScheduler(Scheduler):
                     conn, entry.name, last_run_at=last.timestamp(), total_run_count=entry.total_run_count
                 )
 
-    def apply_async(
-        self, entry: ScheduleEntry, producer: Any = None, advance: bool = True, **kwargs: Any
-    ) -> Any:
-        # The tick fires every second; publishing it only when a task is due keeps an idle
-        # install from paying a Celery round trip (and a worker wake-up) each second.
-        if entry.task == queues.TICK and not self._tasks_due():
-            if advance:
-                self.reserve(entry)
-            return None
-        return super().apply_async(entry, producer=producer, advance=advance, **kwargs)
-
-    def _tasks_due(self) -> bool:
-        now = datetime.now(tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        try:
-            with read_tx(self._engine) as conn:
-                return tasks.has_due(conn, now)
-        except Exception:
-            return True  # when unsure, let the tick task look
-
     @property
     def info(self) -> str:
         return "    . db -> beat_state table in the app database"
+
+
+def _interval_s(entry: ScheduleEntry) -> float:
+    run_every = getattr(entry.schedule, "run_every", None)
+    return run_every.total_seconds() if run_every is not None else MAX_IDLE_S

@@ -49,7 +49,9 @@ def sweep(engine: Engine, *, stale_after_ms: int) -> SweepResult:
             stranded = runs.has_running(conn, chat)
             if not (stranded or has_pending(conn, chat, state, now)):
                 continue
-            outstanding = state.kick_requested_ms is not None and now - state.kick_requested_ms < stale_after_ms
+            # A request "in the future" means the clock stepped back: treat it as stale.
+            asked = state.kick_requested_ms
+            outstanding = asked is not None and 0 <= now - asked < stale_after_ms
             if outstanding and not reclaimed:
                 continue
             groups.set_state(conn, chat, kick_requested_ms=now)

@@ -138,7 +138,7 @@ def test_killed_router_s_group_is_answered_within_seconds_of_restart_not_the_lea
     stack.kill("router-1")
     restarted = time.monotonic()
     stack.router("router-2", 1)
-    wait_for(lambda: stack.mailbox.after(0, chat_id="local:fast"), 20, "the reply well before the 120 s lease")
+    wait_for(lambda: stack.mailbox.after(0, chat_id="local:fast"), 20, "the reply before the 120 s TTL")
     print(f"answered {time.monotonic() - restarted:.1f} s after the router restart")
     time.sleep(2)
     assert [r.text for r in stack.mailbox.after(0, chat_id="local:fast")] == ["seen: quick"]

@@ -62,3 +62,11 @@ def test_a_group_whose_holder_was_killed_is_re_kicked_at_once(engine) -> None:
     assert sweep(engine, stale_after_ms=60_000).kick == []  # once
     with write_tx(engine) as conn, pytest.raises(LeaseLost):  # the dead holder's token is fenced
         leases.fence(conn, leases.group_lease("fake:g"), token, ttl_ms=1000, now_ms=now_ms())
+
+
+def test_a_kick_requested_in_the_future_clock_stepped_back_does_not_silence_the_group(engine) -> None:
+    register(engine, "fake:g", requires_trigger=False)
+    ingest(engine, envelope("fake:g", "hi"))
+    with write_tx(engine) as conn:  # requested before the wall clock went back an hour
+        conn.execute(update(GroupState.__table__).values(kick_requested_ms=now_ms() + 3_600_000))
+    assert sweep(engine, stale_after_ms=60_000).kick == ["fake:g"]
