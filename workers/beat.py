@@ -74,7 +74,7 @@ class DatabaseScheduler(Scheduler):
                 entry.last_run_at = now
                 clamped.append(entry.name)
         if clamped:
-            logger.warning("beat: last runs in the future (clock stepped back); clamped", extra={"entries": clamped})
+            logger.warning("beat: clock stepped back; last runs clamped", extra={"entries": clamped})
         return bool(clamped)
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
@@ -87,9 +87,7 @@ class DatabaseScheduler(Scheduler):
         if not self._heap:
             return False
         now = self._when(self._heap[0][2], 0)
-        return any(
-            event[0] - now > max(_interval_s(event[2]), MAX_IDLE_S) + 1.0 for event in self._heap
-        )
+        return any(event[0] - now > max(_interval_s(event[2]), MAX_IDLE_S) + 1.0 for event in self._heap)
 
     def is_due(self, entry: ScheduleEntry) -> tuple[bool, float]:
         if entry.task != queues.TICK:

@@ -54,9 +54,7 @@ _FENCE = text(
     "UPDATE leases SET expires_at_ms = :expires WHERE name = :name AND token = :token AND holder IS NOT NULL"
 )
 _RELEASE = text("UPDATE leases SET holder = NULL, expires_at_ms = 0 WHERE name = :name AND token = :token")
-_LIVE = text(
-    "SELECT holder FROM leases WHERE name = :name AND holder IS NOT NULL AND expires_at_ms > :now"
-)
+_LIVE = text("SELECT holder FROM leases WHERE name = :name AND holder IS NOT NULL AND expires_at_ms > :now")
 _CURRENT = text("SELECT holder, token FROM leases WHERE name = :name AND holder IS NOT NULL")
 _TAKE_OVER = text(
     "UPDATE leases SET holder = :holder, token = token + 1, expires_at_ms = :expires, acquired_at_ms = :now"
@@ -210,9 +208,7 @@ def reclaim(conn: Connection, name: str, *, gone: Callable[[str], bool] = holder
     return True
 
 
-def is_live(
-    conn: Connection, name: str, *, now_ms: int, gone: Callable[[str], bool] = holder_gone
-) -> bool:
+def is_live(conn: Connection, name: str, *, now_ms: int, gone: Callable[[str], bool] = holder_gone) -> bool:
     """Whether someone not provably `gone` holds an unexpired lease on ``name``."""
     row = conn.execute(_LIVE, {"name": name, "now": now_ms}).first()
     return row is not None and not gone(row.holder)
