@@ -2,12 +2,15 @@
 
 Routes (JSON):
 - ``GET /health``: without a token, 200 ``{"alive": true}`` and nothing else (a liveness probe);
-  with the token, 200 ``{"ok": true}`` when healthy, 503 with ``problems`` otherwise.
+  with the token, 200 ``{"ok": true}`` when healthy, 503 with ``problems`` otherwise (a store
+  fault, such as "disk full" or "database busy", is one of them).
 - ``GET /status``: the full status snapshot (see `microclaw.runtime.status`).
 - ``GET /metrics``: Prometheus text, computed from the database per scrape
   (`microclaw.runtime.metrics`); behind the token like everything but a bare ``/health``.
 - ``POST /api/chat`` ``{"text", "chat_id"?, "client_id"?, "sender_name"?}``: a local message;
-  answers 202 once it is durable, 400 with ``error`` and ``field`` for bad input (audited).
+  answers 202 once it is durable, 400 with ``error`` and ``field`` for bad input (audited),
+  503 with ``error`` giving the reason ("disk full: ...", "database busy: ...") when it cannot
+  be stored now (nothing was acknowledged; send it again later).
 - ``GET /api/chat/replies?after=ID&chat_id=C&wait=S``: replies with id > ``after``, waiting up
   to ``wait`` seconds (0-30) for the first one.
 
@@ -56,7 +59,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from microclaw.connectors.local import LocalConnector
 from microclaw.envelope import Envelope
-from microclaw.errors import EnvelopeError, TransientConnectorError
+from microclaw.errors import EnvelopeError, TransientConnectorError, TransientStoreError
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_WAIT_S = 30.0
@@ -239,12 +242,18 @@ def create_control_app(
     async def health(request: Request) -> JSONResponse:
         if not request.scope["state"].get("authenticated"):
             return JSONResponse({"alive": True})
-        snapshot = await status()
+        try:
+            snapshot = await status()
+        except TransientStoreError as exc:
+            return JSONResponse({"ok": False, "problems": [str(exc)]}, status_code=503)
         found = problems(snapshot)
         return JSONResponse({"ok": not found, "problems": found}, status_code=200 if not found else 503)
 
     async def status_route(_: Request) -> JSONResponse:
-        return JSONResponse(await status())
+        try:
+            return JSONResponse(await status())
+        except TransientStoreError as exc:
+            return JSONResponse({"error": str(exc), "code": "store_unavailable"}, status_code=503)
 
     async def chat(request: Request) -> JSONResponse:
         if local is None:
@@ -270,6 +279,8 @@ def create_control_app(
             await local.submit(envelope)
         except TransientConnectorError as exc:
             return JSONResponse({"error": str(exc)}, status_code=503)
+        except TransientStoreError as exc:
+            return JSONResponse({"error": str(exc), "code": "store_unavailable"}, status_code=503)
         return JSONResponse({"message_id": envelope.message_id, "chat_id": envelope.chat_id}, status_code=202)
 
     async def replies(request: Request) -> JSONResponse:

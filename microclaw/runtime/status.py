@@ -12,11 +12,19 @@ outbound or maintenance queue whose oldest ready message waited longer than `REA
 fails health (a frozen pool, a stopped process, or a role saturated for that long). An
 unavailable sandbox is reported but is not unhealthy (a machine without a
 container runtime still chats; its tools fail hard). Rendering is the CLI's job.
+
+`store_faults()` probes what makes writes fail right now: a full disk under the data files and
+a write lock held past a short probe (someone holds the app database). While one is present,
+heartbeats cannot be written either, so health reports the fault instead of naming the live
+roles dead.
 """
 
 from __future__ import annotations
 
+import os
+import sqlite3
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine
@@ -36,6 +44,69 @@ HEARTBEAT_STALE_MS = 20_000
 READY_STALE_MS = 10_000
 # Queues whose waiting work makes the system unhealthy (the sandbox's does not, see above).
 WATCHED_QUEUES = (queues.ROUTER, queues.OUTBOUND, queues.MAINTENANCE)
+
+
+# Free space below which the data directory counts as full (SQLite needs a few pages to commit).
+DISK_FULL_BELOW_BYTES = 64 * 1024
+# How long health waits for the app database's write lock before calling it busy.
+LOCK_PROBE_S = 0.5
+
+
+def disk_fault(directory: Path) -> str | None:
+    """``disk full: ...`` when the file system holding ``directory`` is (nearly) full."""
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return None
+    free = st.f_bavail * st.f_frsize
+    if free < DISK_FULL_BELOW_BYTES:
+        return f"disk full: {free} bytes free for {directory}; writes fail until space is freed"
+    return None
+
+
+def lock_fault(db_path: Path, *, timeout_s: float = LOCK_PROBE_S) -> str | None:
+    """``database busy: ...`` when neither MicroClaw's write queue nor SQLite's write lock on
+    ``db_path`` can be had within ``timeout_s`` (nothing is written: the probe rolls back)."""
+    from microclaw.store.db import _flock_within
+
+    lock_path = f"{db_path}-writelock"
+    try:
+        fd = os.open(lock_path, os.O_RDWR)
+    except OSError:
+        fd = None
+    if fd is not None:
+        if not _flock_within(fd, timeout_s):  # the helper thread owns fd from here
+            return f"database busy: MicroClaw's write lock on {db_path} is held past {timeout_s:g} s"
+        try:
+            return _sqlite_lock_fault(db_path, timeout_s)
+        finally:
+            os.close(fd)  # closing drops the flock
+    return _sqlite_lock_fault(db_path, timeout_s)
+
+
+def _sqlite_lock_fault(db_path: Path, timeout_s: float) -> str | None:
+    if not db_path.exists():
+        return None
+    try:
+        db = sqlite3.connect(db_path, timeout=timeout_s, isolation_level=None)
+    except sqlite3.Error as exc:
+        return f"database unavailable: {exc}"
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("ROLLBACK")
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            return f"database busy: another process holds the write lock on {db_path} (writes fail)"
+        return f"database unavailable: {exc}"
+    finally:
+        db.close()
+    return None
+
+
+def store_faults(settings: Settings) -> list[str]:
+    """What makes app-database writes fail now (see the module docstring); empty when none."""
+    db_path = Path(settings.store.db_path)
+    return [f for f in (disk_fault(db_path.parent), lock_fault(db_path)) if f]
 
 
 def sandbox_status(conn: Connection, settings: Settings, now: int) -> dict[str, Any]:
@@ -71,6 +142,7 @@ def collect_status(
     sandbox_probe: Callable[[], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """A JSON-serialisable status snapshot."""
+    faults = store_faults(settings)
     now = now_ms()
     with read_tx(engine) as conn:
         connectors = [
@@ -123,6 +195,7 @@ def collect_status(
         "workers": workers,
         "scheduler_next_runs": next_runs,
         "sandbox": sandbox_probe() if sandbox_probe else sandbox,
+        "store_faults": faults,
     }
 
 
@@ -139,6 +212,10 @@ def health_problems(status: dict[str, Any]) -> list[str]:
     for c in status["connectors"]:
         if c["state"] == "error":
             problems.append(f"connector {c['name']}: {c['last_error'] or c['detail']}")
+    faults = status.get("store_faults") or []
+    problems.extend(faults)
+    if faults:  # no process can write its heartbeat now: its age says nothing
+        return problems
     alive_roles = {role for w in status["workers"] if w["alive"] for role in w["role"].split(",")}
     for role in ("microclaw.router", "microclaw.outbound", "beat"):
         if role not in alive_roles:

@@ -10,11 +10,16 @@ database checkpoints and deletes the WAL, an expensive step on every transaction
 pooled engines are created after fork, never inherited. `migrate()` runs Alembic to head; any
 failure raises `PermanentStoreError`.
 
+Faults that pass when the cause clears surface as `TransientStoreError` whose message starts
+with the reason (`store_fault`): "database busy" (the write lock, ours or SQLite's, held past
+the busy timeout) and "disk full". Callers retry, or answer 503 with the message.
+
 This module knows nothing about what the tables mean; repositories do.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import functools
 import logging
@@ -43,6 +48,23 @@ ALEMBIC_DIR = Path(__file__).resolve().parent.parent.parent / "alembic"
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` is SQLite's SQLITE_FULL ("database or disk is full") or ENOSPC."""
+    orig = getattr(exc, "orig", exc)
+    if isinstance(orig, OSError) and orig.errno in {errno.ENOSPC, errno.EDQUOT}:
+        return True
+    return "disk is full" in str(orig).lower()
+
+
+def store_fault(exc: BaseException) -> str | None:
+    """The transient reason behind a store error ("database busy", "disk full"), or None."""
+    if is_disk_full(exc):
+        return "disk full"
+    if isinstance(exc, (sqlite3.OperationalError, OperationalError)) and is_locked(exc):
+        return "database busy"
+    return None
 
 
 def is_locked(exc: BaseException) -> bool:
@@ -97,6 +119,7 @@ def create_sqlite_engine(db_path: Path | str, *, busy_timeout_s: float = 30.0, p
     """
     path = Path(db_path)
     private_sqlite(path)
+    _busy_timeouts[str(path)] = busy_timeout_s
     pool_args: dict[str, Any] = {"pool_size": 4, "max_overflow": 16} if pooled else {"poolclass": NullPool}
     engine = create_engine(
         URL.create("sqlite", database=str(path)),  # not parsed: "%40" in a path stays "%40"
@@ -118,6 +141,45 @@ def create_sqlite_engine(db_path: Path | str, *, busy_timeout_s: float = 30.0, p
     return engine
 
 
+_busy_timeouts: dict[str, float] = {}
+
+
+def _flock_within(fd: int, timeout_s: float) -> bool:
+    """``flock(fd, LOCK_EX)`` for up to ``timeout_s``; whether it was taken.
+
+    The uncontended case is one non-blocking call. Otherwise a helper thread sleeps in the
+    kernel's queue (so waiters are still woken in turn, not polling); on timeout the helper
+    owns ``fd`` from then on, releasing and closing it once its flock returns, so the caller
+    must not use ``fd`` again.
+    """
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        pass
+    taken = threading.Event()
+    mutex = threading.Lock()
+    abandoned = False
+
+    def wait() -> None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with mutex:
+            if abandoned:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+                return
+            taken.set()
+
+    threading.Thread(target=wait, name="writelock-wait", daemon=True).start()
+    if taken.wait(timeout_s):
+        return True
+    with mutex:
+        if taken.is_set():
+            return True
+        abandoned = True
+    return False
+
+
 class _WriteLock:
     """A per-database OS file lock that MicroClaw writers queue on before ``BEGIN IMMEDIATE``.
 
@@ -127,23 +189,33 @@ class _WriteLock:
     kernel drops it if the holder dies (SIGKILL included). Each thread has its own descriptor,
     so threads of one process exclude each other too. Writers that do not take it (the sqlite3
     shell, Alembic) are still handled by `retry_locked`.
+
+    A writer waits at most ``timeout_s`` (the database's busy timeout) in the queue, then gets
+    `TransientStoreError` ("database busy"): a holder stuck behind a foreign lock must not
+    stall every writer behind it for a busy timeout each.
     """
 
     def __init__(self, db_path: str) -> None:
         self.path = f"{db_path}-writelock"
+        self.timeout_s = _busy_timeouts.get(db_path, 30.0)
         self._local = threading.local()
 
     @contextmanager
     def held(self) -> Iterator[None]:
         local = self._local
         if getattr(local, "pid", None) != os.getpid():
-            local.fd, local.pid, local.depth = (
-                os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600),
-                os.getpid(),
-                0,
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError as exc:
+                if is_disk_full(exc):
+                    raise TransientStoreError(f"disk full: cannot create {self.path}: {exc}") from exc
+                raise
+            local.fd, local.pid, local.depth = fd, os.getpid(), 0
+        if local.depth == 0 and not _flock_within(local.fd, self.timeout_s):
+            local.pid = None  # the abandoned descriptor now belongs to the waiting helper
+            raise TransientStoreError(
+                f"database busy: waited {self.timeout_s:g} s for the write lock ({self.path})"
             )
-        if local.depth == 0:
-            fcntl.flock(local.fd, fcntl.LOCK_EX)
         local.depth += 1
         try:
             yield
@@ -168,15 +240,16 @@ def write_lock(db_path: str) -> _WriteLock:
 def write_tx(engine: Engine) -> Iterator[Connection]:
     """A write transaction (``BEGIN IMMEDIATE``); commits on success, rolls back on error.
 
-    Writers queue on the database's `_WriteLock` first. Lock timeouts surface as
-    `TransientStoreError` (retry), anything else as `StoreError`.
+    Writers queue on the database's `_WriteLock` first. Lock timeouts and a full disk surface
+    as `TransientStoreError` (retry; the message starts with the reason), anything else as is.
     """
     try:
         with write_lock(str(engine.url.database)).held(), engine.begin() as conn:
             yield conn
-    except (sqlite3.OperationalError, OperationalError) as exc:
-        if is_locked(exc):
-            raise TransientStoreError(f"database busy: {exc}") from exc
+    except (sqlite3.OperationalError, OperationalError, OSError) as exc:
+        fault = store_fault(exc)
+        if fault is not None:
+            raise TransientStoreError(f"{fault}: {getattr(exc, 'orig', exc)}") from exc
         raise
 
 
@@ -187,8 +260,9 @@ def read_tx(engine: Engine) -> Iterator[Connection]:
         with engine.execution_options(sqlite_begin="DEFERRED").begin() as conn:
             yield conn
     except (sqlite3.OperationalError, OperationalError) as exc:
-        if is_locked(exc):
-            raise TransientStoreError(f"database busy: {exc}") from exc
+        fault = store_fault(exc)
+        if fault is not None:
+            raise TransientStoreError(f"{fault}: {getattr(exc, 'orig', exc)}") from exc
         raise
 
 

@@ -72,3 +72,24 @@ def test_ready_work_nobody_takes_fails_health_even_with_live_heartbeats() -> Non
 def test_fresh_work_and_the_sandbox_queue_do_not_fail_health() -> None:
     waits = {"microclaw.router": READY_STALE_MS, "microclaw.sandbox": 10 * READY_STALE_MS}
     assert health_problems(_live(queue_waits=waits)) == []
+
+
+def test_a_database_locked_by_another_process_is_reported_busy_not_as_dead_roles(settings) -> None:
+    from microclaw.runtime.status import collect_status, lock_fault
+    from microclaw.runtime.wiring import app_engine, bootstrap_database
+    from tests.unit.store.test_db_faults import HOLD_SQLITE, holder, stop
+
+    bootstrap_database(settings)
+    engine = app_engine(settings)
+    assert lock_fault(settings.store.db_path) is None
+    proc = holder(HOLD_SQLITE, settings.store.db_path)
+    try:
+        snapshot = collect_status(settings, engine)  # reads still work under WAL
+    finally:
+        stop(proc)
+    assert snapshot["workers"] == []  # no heartbeat at all, as when none could be written
+    problems = health_problems(snapshot)
+    assert any(p.startswith("database busy") for p in problems)
+    assert not any(p.startswith("no live") for p in problems)
+    assert collect_status(settings, engine)["store_faults"] == []
+    assert any(p.startswith("no live") for p in health_problems(collect_status(settings, engine)))
