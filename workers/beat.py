@@ -28,6 +28,7 @@ from typing import Any
 from celery.beat import ScheduleEntry, Scheduler
 
 from microclaw.config import Settings
+from microclaw.errors import TransientStoreError
 from microclaw.runtime import queues
 from microclaw.runtime.wiring import app_engine, bootstrap_database
 from microclaw.store import status, tasks
@@ -119,17 +120,22 @@ class DatabaseScheduler(Scheduler):
         return (due - self._now()).total_seconds()
 
     def sync(self) -> None:
+        """Store each entry's last run. A busy database or a full disk is logged and skipped:
+        the state stays in memory and the next sync stores it (beat must not exit over it)."""
         entries: list[ScheduleEntry] = list(self.schedule.values())
-        with write_tx(self._engine) as conn:
-            for entry in entries:
-                if entry.last_run_at is None:
-                    continue
-                last = entry.last_run_at
-                if last.tzinfo is None:
-                    last = last.replace(tzinfo=UTC)
-                status.record_beat_entry(
-                    conn, entry.name, last_run_at=last.timestamp(), total_run_count=entry.total_run_count
-                )
+        try:
+            with write_tx(self._engine) as conn:
+                for entry in entries:
+                    if entry.last_run_at is None:
+                        continue
+                    last = entry.last_run_at
+                    if last.tzinfo is None:
+                        last = last.replace(tzinfo=UTC)
+                    status.record_beat_entry(
+                        conn, entry.name, last_run_at=last.timestamp(), total_run_count=entry.total_run_count
+                    )
+        except TransientStoreError as exc:
+            logger.warning("beat: could not store its state (%s); will retry at the next sync", exc)
 
     @property
     def info(self) -> str:

@@ -16,7 +16,12 @@ Where it departs from kombu's stock SQLAlchemy transport, and why (each measured
 - WAL, ``synchronous=NORMAL``, per-thread connections and jittered lock retries
   (`microclaw.store.db.retry_locked`); every statement is short (see `BrokerFile`);
 - it is a kombu virtual transport, not SQLAlchemy's: ``polling_interval`` is an ordinary
-  transport option (the stock transport passed it to ``create_engine``, which crashed).
+  transport option (the stock transport passed it to ``create_engine``, which crashed);
+- store faults (disk full, the file locked past the busy timeout) stop nothing: an ack or
+  requeue that cannot be written is kept and retried with backoff while the consumer goes on
+  (the message stays owned meanwhile, so nothing is lost; a failed reject used to leave its
+  prefetch slot taken for good, freezing the worker), and a claim that fails is retried with
+  backoff inside ``drain_events`` instead of tearing the consumer down.
 
 `celery_broker_options()` turns the configured URL into Celery settings; any other URL (Redis,
 RabbitMQ) passes through untouched, so moving off SQLite is a one-setting change.
@@ -42,6 +47,7 @@ from kombu.utils.json import dumps, loads
 
 from microclaw.broker import doorbell
 from microclaw.broker.store import BrokerFile, open_existing
+from microclaw.store.db import store_fault
 
 logger = logging.getLogger(__name__)
 
@@ -258,11 +264,7 @@ class SQLiteChannel(virtual.Channel):
         msg_id = self.connection.rows.pop(delivery_tag, None)
         if msg_id is None:
             return
-        owner = self.connection.owner_id()
-        if requeue:
-            self.connection.ring_queues(self.broker.release([msg_id], owner))
-        else:
-            self.broker.ack([msg_id], owner)
+        self.connection.settle([(msg_id, requeue)])
 
     def _release(self, tags: Iterable[Any]) -> None:
         if self._pid != os.getpid():
@@ -293,6 +295,9 @@ class SQLiteTransport(virtual.Transport):
         self._bell: doorbell.Doorbell | None = None
         self._pid = os.getpid()
         self._next_reap = 0.0
+        self._unsettled: list[tuple[int, bool]] = []  # (message id, requeue) not yet written
+        self._fault_until = 0.0  # monotonic: no broker writes before this after a fault
+        self._fault_delay = 0.0
 
     def driver_version(self) -> str:
         return sqlite3.sqlite_version
@@ -325,6 +330,39 @@ class SQLiteTransport(virtual.Transport):
             with contextlib.suppress(BlockingIOError):
                 os.write(self._bell.fd, b"\0")
 
+    def settle(self, items: list[tuple[int, bool]]) -> None:
+        """Ack (``requeue`` False: delete) or hand back messages this consumer holds; when the
+        file cannot be written now they are kept and retried from `drain_events`."""
+        self._unsettled.extend(items)
+        if time.monotonic() >= self._fault_until:
+            self._settle_pending()
+
+    def _settle_pending(self) -> None:
+        pending, self._unsettled = self._unsettled, []
+        if not pending:
+            return
+        owner = self.owner_id()
+        acks = [i for i, requeue in pending if not requeue]
+        back = [i for i, requeue in pending if requeue]
+        try:
+            if acks:
+                self.broker.ack(acks, owner)
+                acks = []
+            if back:
+                self.ring_queues(self.broker.release(back, owner))
+        except sqlite3.OperationalError as exc:
+            self._unsettled = [(i, False) for i in acks] + [(i, True) for i in back] + self._unsettled
+            if store_fault(exc) is None:
+                raise
+            self._fault(exc, f"{len(self._unsettled)} ack(s)/requeue(s) kept to retry")
+            return
+        self._fault_delay = 0.0
+
+    def _fault(self, exc: BaseException, what: str) -> None:
+        self._fault_delay = min(max(self._fault_delay * 2, 0.5), 10.0)
+        self._fault_until = time.monotonic() + self._fault_delay
+        logger.warning("broker file %s: %s; %s, retrying in %.1f s", self.path, exc, what, self._fault_delay)
+
     def reap(self) -> int:
         """Hand back the messages of consumers whose process is gone; expire idle queues."""
         released, _expired = reap_dead_consumers(self.broker, self.bells)
@@ -337,18 +375,27 @@ class SQLiteTransport(virtual.Transport):
         start = time.monotonic()
         while True:
             now = time.monotonic()
-            if now >= self._next_reap and self._bell is not None:
-                self._next_reap = now + REAP_EVERY_S
-                self.reap()
-            try:
-                self.cycle.get(self._deliver, timeout=timeout)
-                return
-            except Empty:
-                pass
+            faulted = now < self._fault_until
+            if not faulted:
+                try:
+                    self._settle_pending()
+                    if now >= self._next_reap and self._bell is not None:
+                        self._next_reap = now + REAP_EVERY_S
+                        self.reap()
+                    self.cycle.get(self._deliver, timeout=timeout)
+                    return
+                except Empty:
+                    pass
+                except sqlite3.OperationalError as exc:
+                    if store_fault(exc) is None:
+                        raise  # a connection error: Celery reconnects and declares again
+                    self._fault(exc, "the consumer waits")  # disk full, locked past the timeout
             remaining = None if timeout is None else timeout - (time.monotonic() - start)
             if remaining is not None and remaining <= 0:
                 raise TimeoutError()
             wait = self.polling_interval if remaining is None else min(self.polling_interval, remaining)
+            if self._fault_until > time.monotonic():
+                wait = min(wait, self._fault_until - time.monotonic())
             if self._bell is not None and self._bell.fd is not None:
                 self._bell.wait(wait)
             else:

@@ -208,6 +208,38 @@ def reclaim(conn: Connection, name: str, *, gone: Callable[[str], bool] = holder
     return True
 
 
+def release_later(
+    engine: Engine,
+    name: str,
+    token: int,
+    *,
+    give_up_after_s: float,
+    wait: Callable[[float], object] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> threading.Thread:
+    """Keep trying to `release` in a daemon thread (backoff 0.5 s to 5 s) after a release
+    failed (the disk was full, the database busy): the group is free again as soon as the
+    store is, not only when the lease expires. Stops at success, once the token is no longer
+    current, or after ``give_up_after_s`` (the expiry frees it by then)."""
+
+    def run() -> None:
+        deadline, delay = clock() + give_up_after_s, 0.5
+        while clock() < deadline:
+            wait(delay)
+            try:
+                with write_tx(engine) as conn:
+                    released = release(conn, name, token)
+                logger.info("deferred lease release done", extra={"lease": name, "released": released})
+                return
+            except Exception:
+                logger.debug("deferred lease release failed", extra={"lease": name}, exc_info=True)
+            delay = min(delay * 2, 5.0)
+
+    thread = threading.Thread(target=run, name=f"release-{name}", daemon=True)
+    thread.start()
+    return thread
+
+
 def is_live(conn: Connection, name: str, *, now_ms: int, gone: Callable[[str], bool] = holder_gone) -> bool:
     """Whether someone not provably `gone` holds an unexpired lease on ``name``."""
     row = conn.execute(_LIVE, {"name": name, "now": now_ms}).first()

@@ -187,7 +187,8 @@ def process_group(deps: RouterDeps, chat_jid: str) -> DrainOutcome:
             with write_tx(deps.engine) as conn:
                 leases.release(conn, name, token)
         except Exception:
-            logger.exception("could not release lease", extra={"chat_jid": chat_jid})
+            logger.exception("could not release lease; retrying", extra={"chat_jid": chat_jid})
+            leases.release_later(deps.engine, name, token, give_up_after_s=deps.config.lease_ttl_ms / 1000)
         raise
 
 

@@ -202,3 +202,29 @@ def test_a_lease_of_a_killed_holder_is_taken_over_at_once_and_the_holder_is_fenc
         with pytest.raises(LeaseLost):
             leases.fence(conn, "group:a", old, ttl_ms=1000, now_ms=3)
         assert leases.is_live(conn, "group:a", now_ms=3)
+
+
+def test_a_release_that_failed_is_retried_until_the_store_takes_it(tmp_path) -> None:
+    from microclaw.store.db import create_sqlite_engine, migrate
+    from tests.unit.store.test_db_faults import HOLD_FLOCK, holder, stop
+
+    migrate(tmp_path / "app.db")
+    engine = create_sqlite_engine(tmp_path / "app.db", busy_timeout_s=0.3)
+    with write_tx(engine) as conn:
+        token = leases.acquire(conn, "group:a", "me", ttl_ms=600_000, now_ms=0)
+    stuck = holder(HOLD_FLOCK, tmp_path / "app.db-writelock")  # every write fails: "database busy"
+    waits: list[float] = []
+
+    def wait(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 3:
+            stop(stuck)  # the fault clears
+
+    try:
+        leases.release_later(engine, "group:a", token, give_up_after_s=600, wait=wait).join(timeout=30)
+    finally:
+        stop(stuck)
+    assert waits == [0.5, 1.0, 2.0]  # two failed tries with backoff, then it went through
+    with write_tx(engine) as conn:
+        assert not leases.is_live(conn, "group:a", now_ms=1)
+    engine.dispose()

@@ -13,8 +13,8 @@ import pytest
 from microclaw.runtime import queues
 from microclaw.runtime.celery_app import create_app
 from microclaw.scheduler.tick import claim_due_tasks
-from microclaw.store import task_queue
-from microclaw.store.db import read_tx
+from microclaw.store import status, task_queue
+from microclaw.store.db import create_sqlite_engine, read_tx
 from tests.unit.scheduler.test_tick import add_task
 from workers.beat import MAX_IDLE_S, DatabaseScheduler
 
@@ -122,3 +122,21 @@ def test_a_scheduled_slot_fires_once_across_clock_steps(settings) -> None:
     with read_tx(engine) as conn:
         assert task_queue.busy_task_ids(conn) == {"hourly"}
     assert queues.TICK
+
+
+def test_beat_keeps_running_when_its_state_cannot_be_stored(beat, settings, tmp_path) -> None:
+    from tests.unit.store.test_db_faults import HOLD_SQLITE, holder, stop
+
+    clock = Clock()
+    scheduler = beat(clock)
+    run_for(scheduler, clock, 5)
+    scheduler._engine = create_sqlite_engine(settings.store.db_path, busy_timeout_s=0.2)
+    proc = holder(HOLD_SQLITE, settings.store.db_path)
+    try:
+        scheduler.sync()  # database busy: logged, not raised (it used to stop beat)
+        run_for(scheduler, clock, 5)
+    finally:
+        stop(proc)
+    scheduler.sync()
+    with read_tx(scheduler._engine) as conn:
+        assert status.beat_entries(conn)["sweeper"].total_run_count == scheduler.fired["sweeper"]
