@@ -13,7 +13,17 @@ Tables (created on first use, all ``broker_*``):
   and a queue with a live consumer never expires.
 
 Every statement is short and runs in autocommit on a per-thread connection (`ThreadConnections`)
-with WAL; a locked database is retried with short jittered sleeps (`retry_locked`). A file from
+with WAL; a locked database is retried with short jittered sleeps (`retry_locked`).
+
+A deleted, replaced or corrupt file: each thread checks about once a second that its
+connection still points at the file on disk and that the file still has SQLite's header.
+Everything the broker holds can be rebuilt from the app database (the sweeper re-derives kicks
+and deliveries; consumers declare their queues again when they reconnect), so a corrupt file
+is moved aside (``<name>.corrupt-<ms>``, with its -wal/-shm) and a fresh one created; a
+deleted one is simply recreated. The callback given to `on_reset` is told (the app records a
+``broker.reset`` audit row), and the operation raises `BrokerFileReset` (a
+``sqlite3.OperationalError``, so kombu treats it as a lost connection: Celery reconnects and
+declares its queues, bindings and consumers on the new file). A file from
 the previous transport (kombu's ``kombu_queue``/``kombu_message``) has its waiting messages
 moved over once, in order.
 """
@@ -21,8 +31,10 @@ moved over once, in order.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -34,6 +46,51 @@ from microclaw.store.db import configure_sqlite_connection, retry_locked, write_
 
 BUSY_TIMEOUT_S = 30.0
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
+
+# How often each thread checks that its broker file is still there and still SQLite.
+CHECK_EVERY_S = 1.0
+_HEADER = b"SQLite format 3\x00"
+_CORRUPT = ("file is not a database", "malformed", "not a database")
+_reset_hook: Callable[[Path, Path | None, str], None] | None = None
+
+
+class BrokerFileReset(sqlite3.OperationalError):
+    """The broker file was deleted, replaced or corrupt and a fresh one is in place: reconnect."""
+
+
+def on_reset(callback: Callable[[Path, Path | None, str], None] | None) -> None:
+    """Call ``callback(path, moved_to, reason)`` whenever this process resets a broker file
+    (``moved_to`` is where a corrupt file went, None when it had been deleted)."""
+    global _reset_hook
+    _reset_hook = callback
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _has_header(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(_HEADER))
+    except FileNotFoundError:
+        return True  # deleted: not corrupt
+    return head == _HEADER or head == b""  # an empty file is a new database
+
+
+def is_corrupt(exc: BaseException) -> bool:
+    """Whether ``exc`` says the file is not (or no longer) a readable SQLite database."""
+    return (
+        isinstance(exc, sqlite3.DatabaseError)
+        and not isinstance(exc, sqlite3.OperationalError)
+        and any(m in str(exc).lower() for m in _CORRUPT)
+    )
+
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS broker_queue (
@@ -81,6 +138,7 @@ class BrokerFile:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._local = threading.local()  # identity and next check of this thread's file
         self._connections = ThreadConnections(
             path,
             timeout_s=BUSY_TIMEOUT_S,
@@ -90,16 +148,71 @@ class BrokerFile:
     # -- plumbing ---------------------------------------------------------------------------
 
     def db(self) -> sqlite3.Connection:
-        """This thread's connection, with the schema in place."""
+        """This thread's connection, with the schema in place; raises `BrokerFileReset` once
+        after the file was found deleted, replaced or corrupt (and recreated)."""
         key = (str(self.path), os.getpid())
+        local = self._local
+        now = time.monotonic()
+        if getattr(local, "pid", None) != os.getpid():
+            local.pid, local.identity, local.next_check = os.getpid(), None, 0.0
+        if local.identity is not None and now >= local.next_check:
+            local.next_check = now + CHECK_EVERY_S
+            if not _has_header(self.path):
+                self._reset(f"the broker file {self.path} is corrupt (no SQLite header)")
+            elif _identity(self.path) != local.identity:
+                self._reset(f"the broker file {self.path} was deleted or replaced")
         if key not in BrokerFile._ready:
-            self._ensure_schema()
+            try:
+                self._ensure_schema()
+            except sqlite3.DatabaseError as exc:
+                if not is_corrupt(exc):
+                    raise
+                self._reset(f"the broker file {self.path} is corrupt ({exc})")
             BrokerFile._ready.add(key)
-        return self._connections.get()
+        db = self._connections.get()
+        if local.identity is None:
+            local.identity, local.next_check = _identity(self.path), now + CHECK_EVERY_S
+        return db
+
+    def _reset(self, reason: str) -> None:
+        """Move a corrupt file aside (or accept a deleted one), create a fresh file, tell the
+        `on_reset` callback, and raise `BrokerFileReset`. Safe when several threads or
+        processes notice together: the first one under the write lock does the work."""
+        self._connections.close()
+        BrokerFile._ready.discard((str(self.path), os.getpid()))
+        self._local.identity = None
+        moved: Path | None = None
+        with write_lock(str(self.path)).held():
+            existed = self.path.exists()
+            if existed and not _healthy(self.path):
+                moved = self.path.with_name(f"{self.path.name}.corrupt-{now_ms()}")
+                for suffix in ("", "-wal", "-shm"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.replace(f"{self.path}{suffix}", f"{moved}{suffix}")
+            fresh = moved is not None or not existed
+            if fresh:  # created under the lock: whoever comes next finds it healthy
+                self._ensure_schema()
+                self._connections.close()
+        logger.error("%s; %s", reason, f"moved aside to {moved}" if moved else "now on a fresh file")
+        if _reset_hook is not None and fresh:
+            try:
+                _reset_hook(self.path, moved, reason)
+            except Exception:
+                logger.exception("could not record the broker file reset")
+        raise BrokerFileReset(f"{reason}; reconnect to the fresh file")
 
     def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """``fn(connection)`` retried while the database is locked."""
-        return retry_locked(lambda: fn(self.db()), timeout_s=BUSY_TIMEOUT_S)
+        return retry_locked(lambda: self._checked(fn), timeout_s=BUSY_TIMEOUT_S)
+
+    def _checked(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            return fn(self.db())
+        except sqlite3.DatabaseError as exc:
+            if not is_corrupt(exc):
+                raise
+            self._reset(f"the broker file {self.path} is corrupt ({exc})")
+            raise  # unreachable: _reset raises
 
     def tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """``fn(connection)`` in one ``BEGIN IMMEDIATE`` transaction, retried while locked."""
@@ -115,7 +228,7 @@ class BrokerFile:
             db.execute("COMMIT")
             return result
 
-        return retry_locked(attempt, timeout_s=BUSY_TIMEOUT_S)
+        return retry_locked(lambda: self._checked(lambda _db: attempt()), timeout_s=BUSY_TIMEOUT_S)
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
@@ -415,6 +528,21 @@ def _import_kombu_tables(db: sqlite3.Connection) -> None:
     )
     db.execute("DROP TABLE kombu_message")
     db.execute("DROP TABLE kombu_queue")
+
+
+def _healthy(path: Path) -> bool:
+    """Whether a fresh connection can read ``path``'s schema (the header and page 1)."""
+    if not _has_header(path):
+        return False
+    try:
+        db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        try:
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as exc:
+        return not is_corrupt(exc)
+    return True
 
 
 def open_existing(path: Path) -> sqlite3.Connection | None:

@@ -59,7 +59,22 @@ OFFLINE_PROVIDERS = frozenset({"", "none", "scripted"})
 
 
 def app_engine(settings: Settings) -> Engine:
-    return create_sqlite_engine(settings.store.db_path, busy_timeout_s=settings.store.busy_timeout_s)
+    engine = create_sqlite_engine(settings.store.db_path, busy_timeout_s=settings.store.busy_timeout_s)
+    _audit_broker_resets(engine)
+    return engine
+
+
+def _audit_broker_resets(engine: Engine) -> None:
+    """A broker file this process finds corrupt or deleted gets a ``broker.reset`` audit row."""
+    from microclaw.broker import store as broker_store
+    from microclaw.store import audit
+
+    def record(path: Path, moved_to: Path | None, reason: str) -> None:
+        audit.record_now(
+            engine, "broker.reset", decision="error", path=str(path), moved_to=str(moved_to), reason=reason
+        )
+
+    broker_store.on_reset(record)
 
 
 def conversations_dir(settings: Settings) -> Path:
