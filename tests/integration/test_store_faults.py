@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
@@ -157,3 +158,46 @@ def test_app_db_locked_past_the_busy_timeout_is_a_clear_503_and_recovers(make_st
     assert post(stack, "unlocked")[0] == 202
     wait_for(lambda: answered(stack) == ["unlocked"], 30, "the reply after the lock cleared")
     assert all_running(stack), stack.logs()
+
+
+def _broker_resets(stack: Stack) -> list:
+    with read_tx(stack.engine) as conn:
+        return conn.execute(text("SELECT detail FROM audit_log WHERE kind = 'broker.reset'")).all()
+
+
+@pytest.mark.parametrize("fault", ["corrupt", "deleted"])
+def test_a_corrupt_or_deleted_broker_file_is_rebuilt_and_nothing_acknowledged_is_lost(
+    make_stack, fault: str
+) -> None:
+    stack = make_stack()
+    start(stack)
+    assert post(stack, "before")[0] == 202
+    wait_for(lambda: answered(stack) == ["before"], 30, "the first reply")
+    broker = Path(stack.settings.broker.url.split("sqlite:///", 1)[1])
+    if fault == "corrupt":  # its header bytes overwritten (with no good copy left in the WAL)
+        db = sqlite3.connect(broker, timeout=30)
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        db.close()
+        with open(broker, "r+b") as f:
+            f.write(b"\xde\xad" * 50)
+    else:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{broker}{suffix}").unlink(missing_ok=True)
+    sent = [f"{fault}-{i}" for i in range(5)]
+    for text_ in sent:
+        status, body = post(stack, text_)
+        assert status == 202, body
+        time.sleep(0.3)
+    expected = sorted(["before", *sent])
+    try:
+        wait_for(lambda: sorted(answered(stack)) == expected, 60, "every acknowledged message answered")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{tables(stack)}") from None
+    time.sleep(2)
+    assert sorted(answered(stack)) == expected  # each once
+    assert all_running(stack), stack.logs()
+    resets = _broker_resets(stack)
+    assert len(resets) == 1, resets  # one audit row, whoever noticed first
+    if fault == "corrupt":
+        assert list(broker.parent.glob("broker.db.corrupt-*"))  # kept for inspection
+    wait_for(lambda: health(stack)[0] == 200, 30, "health ok on the new file")
