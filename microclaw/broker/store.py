@@ -74,12 +74,26 @@ def _identity(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
+# (path, pid) -> (file identity, descriptor) used only to read the header. Never closed while
+# the file is current: closing any descriptor of a file drops every POSIX lock this process
+# holds on it, SQLite's included (measured: consumers stopped taking messages).
+_header_fds: dict[tuple[str, int], tuple[tuple[int, int], int]] = {}
+
+
 def _has_header(path: Path) -> bool:
-    try:
-        with open(path, "rb") as f:
-            head = f.read(len(_HEADER))
-    except FileNotFoundError:
+    ident = _identity(path)
+    if ident is None:
         return True  # deleted: not corrupt
+    key = (str(path), os.getpid())
+    held = _header_fds.get(key)
+    if held is None or held[0] != ident:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return True
+        # The previous descriptor (a file moved aside or deleted) is left open on purpose.
+        _header_fds[key] = held = (ident, fd)
+    head = os.pread(held[1], len(_HEADER), 0)
     return head == _HEADER or head == b""  # an empty file is a new database
 
 
