@@ -203,7 +203,8 @@ class BrokerFile:
                 for suffix in ("", "-wal", "-shm"):
                     with contextlib.suppress(FileNotFoundError):
                         os.replace(f"{self.path}{suffix}", f"{moved}{suffix}")
-            fresh = moved is not None or not existed
+            # A file some connection re-created empty after a deletion has no tables yet.
+            fresh = moved is not None or not existed or not _has_schema(self.path)
             if fresh:  # created under the lock: whoever comes next finds it healthy
                 self._ensure_schema()
                 self._connections.close()
@@ -557,6 +558,15 @@ def _healthy(path: Path) -> bool:
     except sqlite3.DatabaseError as exc:
         return not is_corrupt(exc)
     return True
+
+
+def _has_schema(path: Path) -> bool:
+    db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    try:
+        found = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'broker_message'").fetchone()
+    finally:
+        db.close()
+    return found is not None
 
 
 def open_existing(path: Path) -> sqlite3.Connection | None:
