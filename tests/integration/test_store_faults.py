@@ -100,13 +100,6 @@ def all_running(stack: Stack) -> bool:
     return all(p.poll() is None for p in stack.procs.values())
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="open: in about half the runs the prefork outbound+maintenance worker stops taking "
-    "messages after the disk fills (its consumer idles in drain_events, messages wait unowned, no "
-    "broker fault logged) and nothing is delivered after the disk clears; the 503/health/no-exit "
-    "parts hold in every run",
-)
 def test_disk_full_is_a_clear_503_stops_nothing_and_recovers(tmpfs_data, make_stack) -> None:
     stack = make_stack(MICROCLAW_AGENT__SCRIPTED_DELAY_S="2.0")
     start(stack)
