@@ -125,7 +125,7 @@ def test_lost_kick_is_recovered_by_the_sweeper(make_stack) -> None:
 
 def test_killed_router_s_group_is_answered_within_seconds_of_restart_not_the_lease_ttl(make_stack) -> None:
     # A 120 s lease: only the dead holder's detection (pid gone on this host) can explain an
-    # answer within 20 s of the restart.
+    # answer within 60 s of the restart (about 9 s measured on a quiet machine).
     stack = make_stack(MICROCLAW_AGENT__SCRIPTED_DELAY_S="2.0", MICROCLAW_ROUTER__LEASE_TTL_S="120")
     _register(stack, "local:fast")
     stack.router("router-1", 1)
@@ -138,7 +138,7 @@ def test_killed_router_s_group_is_answered_within_seconds_of_restart_not_the_lea
     stack.kill("router-1")
     restarted = time.monotonic()
     stack.router("router-2", 1)
-    wait_for(lambda: stack.mailbox.after(0, chat_id="local:fast"), 20, "the reply before the 120 s TTL")
+    wait_for(lambda: stack.mailbox.after(0, chat_id="local:fast"), 60, "the reply well before the 120 s TTL")
     print(f"answered {time.monotonic() - restarted:.1f} s after the router restart")
     time.sleep(2)
     assert [r.text for r in stack.mailbox.after(0, chat_id="local:fast")] == ["seen: quick"]
