@@ -13,6 +13,7 @@ from microclaw.config import (
     BeatSettings,
     BrokerSettings,
     GatewaySettings,
+    OtaSettings,
     HttpSettings,
     LoggingSettings,
     OutboundSettings,
@@ -251,6 +252,7 @@ TABLES = {
     "logging": LoggingSettings,
     "sandbox": SandboxSettings,
     "gateway": GatewaySettings,
+    "ota": OtaSettings,
 }
 ENV_ONLY = {"agent": {"api_key"}}
 
