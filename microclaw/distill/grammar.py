@@ -10,8 +10,10 @@ in the dataset card. Deterministic for a given seed.
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass
+from typing import Any
 
 from microclaw.distill.labels import ROUTE_OF, RouterLabel
 
@@ -415,3 +417,27 @@ def generate(seed: int = 0, per_template: int = 60) -> list[Utterance]:
                     texts = rng.sample(texts, per_template)
                 out.extend(Utterance(text, label, split, template) for text in texts)
     return out
+
+
+class GrammarOracle:
+    """An offline teacher: a provider that answers the labelling tool call with the grammar's own
+    labels (``--teacher grammar``; tests and benchmarks without a model). It speaks the
+    provider interface, so its answers go through the same schema, validation and cache; texts the
+    grammar did not generate (traces) get no label."""
+
+    name = "grammar"
+    model = "grammar-v1"
+
+    def __init__(self, utterances: list[Utterance]) -> None:
+        self._labels = {u.text: u.expected for u in utterances}
+
+    def complete(self, system: str, turns: list[Any], tools: list[dict[str, Any]]) -> Any:
+        from microclaw.agent.providers.base import Completion, ToolCall
+
+        items = []
+        for line in turns[-1].content.splitlines():
+            index, _, quoted = line.partition(". ")
+            label = self._labels.get(json.loads(quoted)) if quoted else None
+            if label is not None:
+                items.append({"index": int(index), **label.model_dump()})
+        return Completion(text=None, tool_calls=(ToolCall("oracle", "label_utterances", {"labels": items}),))

@@ -20,12 +20,14 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    dim: int = 768  # hashed feature buckets (input size)
-    hidden: int = 64
-    epochs: int = 40
+    dim: int = 1024  # hashed feature buckets (input size)
+    hidden: int = 48
+    epochs: int = 60
     batch: int = 64
     lr: float = 0.004
     weight_decay: float = 1e-5
+    dropout: float = 0.3  # input feature dropout while training (features dropped at random)
+    route_weight: float = 2.0  # the route head's loss weight (intent and confirm weigh 1)
     seed: int = 1
 
     def as_dict(self) -> dict[str, Any]:
@@ -95,15 +97,19 @@ def train(x: np.ndarray, y: dict[str, np.ndarray], config: TrainConfig) -> Float
         for start in range(0, n, config.batch):
             idx = order[start : start + config.batch]
             xb, tb = xf[idx], targets[idx]
+            if config.dropout:
+                keep = rng.random(xb.shape, dtype=np.float32) >= config.dropout
+                xb = xb * keep / np.float32(1 - config.dropout)
             pre = xb @ params["w1"].T + params["b1"]
             hid = np.maximum(pre, 0.0)
             logits = hid @ params["w2"].T + params["b2"]
             grad_logits = np.empty_like(logits)
-            for cols in slices.values():
+            for head, cols in slices.items():
                 z = logits[:, cols] - logits[:, cols].max(axis=1, keepdims=True)
                 p = np.exp(z)
                 p /= p.sum(axis=1, keepdims=True)
-                grad_logits[:, cols] = p - tb[:, cols]
+                weight = np.float32(config.route_weight if head == "route" else 1.0)
+                grad_logits[:, cols] = (p - tb[:, cols]) * weight
             grad_logits /= len(idx)
             grads = {
                 "w2": grad_logits.T @ hid,

@@ -2,17 +2,15 @@
 
 `run_tflm` runs the exported ``.tflite`` on int8 rows; `check_bit_exact` compares it with the
 numpy reference (`QuantModel.logits`) and raises `NotBitExact` on the first differing row;
-`measure_arena` finds the smallest tensor arena (to 16 bytes) in which the interpreter
-allocates and invokes the model, by bisection. The figure is measured on this 64-bit host, so it
+`measure_arena` reads the tensor arena the interpreter's recording allocator used and
+proves the model runs in an arena of exactly that size. The figure is measured on this 64-bit host, so it
 is an upper bound for the device's 32-bit build (pointers in the arena's bookkeeping are half as
 wide there); the bundle ships it rounded up with `ARENA_MARGIN`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -26,19 +24,6 @@ _MAX_ARENA = 1 << 20
 
 class NotBitExact(AssertionError):
     """tflite-micro and the reference disagree; the message names the first row."""
-
-
-@contextlib.contextmanager
-def _quiet_stderr() -> Iterator[None]:
-    """The interpreter prints allocation failures from C++ to fd 2: keep them off the terminal."""
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def _interpreter(model: bytes, arena: int) -> Any:
@@ -78,31 +63,62 @@ def check_bit_exact(model: bytes, reference: QuantModel, rows: np.ndarray) -> np
     return got
 
 
-def _fits(model: bytes, arena: int, probe: np.ndarray) -> bool:
-    try:
-        with _quiet_stderr():
-            interpreter = _interpreter(model, arena)
-            interpreter.set_input(probe, 0)
-            interpreter.invoke()
-    except (RuntimeError, ValueError):
-        return False
-    return True
-
-
 def measure_arena(model: bytes, input_dim: int) -> int:
-    """Smallest arena size (bytes, multiple of 16) that allocates and invokes ``model``."""
+    """The tensor arena bytes ``model`` uses, as TFLM's recording allocator reports them after an
+    invocation (``Arena allocation total N bytes``); then the model is run once more in an arena
+    of exactly that size to prove it is enough. (Probing ever smaller arenas instead crashed the
+    interpreter with a segmentation fault for some sizes.)"""
+    import re
+    import tempfile
+
     import numpy as np
 
     probe = np.zeros((1, input_dim), np.int8)
-    low, high = 0, 1024
-    while not _fits(model, high, probe):
-        low, high = high, high * 2
-        if high > _MAX_ARENA:
-            raise RuntimeError("the model does not fit a 1 MiB arena")
+    interpreter = _interpreter(model, _MAX_ARENA)
+    interpreter.set_input(probe, 0)
+    interpreter.invoke()
+    with tempfile.TemporaryFile() as sink:
+        saved = os.dup(2)
+        try:
+            os.dup2(sink.fileno(), 2)
+            interpreter.print_allocations()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        sink.seek(0)
+        text = sink.read().decode(errors="replace")
+    match = re.search(r"Arena allocation total (\d+) bytes", text)
+    if match is None:
+        raise RuntimeError(f"tflite-micro printed no arena total: {text[:200]!r}")
+    recorded = int(match.group(1))
+    # Prepare may need temporary space beyond what stays allocated: bisect [recorded, +4 KiB] for
+    # the smallest size in which a fresh interpreter allocates and runs the model. Each probe
+    # runs in a forked child: TFLM can crash the process (SIGSEGV) after a failed allocation.
+    low, high = recorded - 16, recorded + 4096
+    if not _fits_in_child(model, high, probe):
+        raise RuntimeError(f"the model did not allocate within 4 KiB above the recorded {recorded} bytes")
     while high - low > 16:
         mid = (low + high) // 2 // 16 * 16
-        if _fits(model, mid, probe):
+        if _fits_in_child(model, mid, probe):
             high = mid
         else:
             low = mid
     return high
+
+
+def _fits_in_child(model: bytes, arena: int, probe: np.ndarray) -> bool:
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into the caller's code
+        code = 1
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)
+            os.dup2(devnull, 2)
+            interpreter = _interpreter(model, arena)
+            interpreter.set_input(probe, 0)
+            interpreter.invoke()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) == 0
