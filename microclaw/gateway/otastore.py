@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import os
 import stat
 from collections.abc import Mapping, Sequence
@@ -35,6 +36,7 @@ from microclaw.store import audit
 from microclaw.store import ota as store
 from microclaw.store.db import now_ms, read_tx, write_tx
 
+logger = logging.getLogger(__name__)
 IMAGES = Path("ota") / "images"
 KeyFormat = Literal["hex", "base64", "raw", "pem"]
 
@@ -364,8 +366,14 @@ def offer_for(
         return Offer(None, f"the running {kind} version {current!r} is not MAJOR.MINOR.PATCH")
     first_reason = ""
     for row in rows:
+        try:
+            manifest = manifest_of(row)
+        except ota.ManifestRejected as exc:  # the stored copy was altered: never offered
+            logger.error("OTA release %s: stored manifest refused: %s", row.id, exc)
+            first_reason = first_reason or f"{row.version}: the stored manifest is invalid"
+            continue
         ok, why = ota.offer(
-            manifest_of(row),
+            manifest,
             device_id=device_id,
             board=board,
             running=current,
@@ -379,7 +387,8 @@ def offer_for(
 
 
 def manifest_of(row: store.ReleaseRow) -> ota.Manifest:
-    """The stored manifest, checked against its own signature and key."""
+    """The stored manifest, checked against its stored signature and key (which catches a
+    corrupted or carelessly edited row; devices check against the key they pin)."""
     public = Ed25519PublicKey.from_public_bytes(bytes.fromhex(row.public_key))
     return ota.verify(row.manifest.encode(), base64.b64decode(row.signature), public)
 
