@@ -267,7 +267,7 @@ TEMPLATES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "no (that's|it's) (wrong|not right)",
             "(that's|that is) (wrong|incorrect)",
             "(definitely|certainly) not",
-            "(nope|nah) (don't|not now)",
+            "(nah|no) (not today|don't bother)",
             "(better|please) don't",
         ),
         (

@@ -113,7 +113,7 @@ def multiply_by_quantized_multiplier(acc: np.ndarray, multiplier: np.ndarray, sh
     left = np.where(shift > 0, shift, 0).astype(np.int64)
     right = np.where(shift > 0, 0, -shift).astype(np.int64)
     shifted = acc.astype(np.int64) * (np.int64(1) << left)
-    shifted = np.clip(shifted, INT32_MIN, INT32_MAX)  # int32 arithmetic as in the kernel
+    shifted = (shifted - INT32_MIN) % (1 << 32) + INT32_MIN  # the kernel's int32 product wraps
     return _rounding_divide_by_pot(_rounding_high_mul(shifted, multiplier.astype(np.int64)), right)
 
 
