@@ -96,7 +96,9 @@ class LabelCache:
 
     def get(self, texts: Iterable[str], prompt_version: str) -> dict[str, Label]:
         """Cached labels of ``texts`` (by text), for this prompt version."""
-        wanted = {text_key(t): t for t in texts}
+        wanted: dict[str, list[str]] = {}
+        for t in texts:
+            wanted.setdefault(text_key(t), []).append(t)
         out: dict[str, Label] = {}
         with self._connect() as db:
             rows = db.execute(
@@ -104,9 +106,8 @@ class LabelCache:
                 (prompt_version,),
             ).fetchall()
         for key, intent, route, confirm, teacher in rows:
-            if key in wanted:
-                text = wanted[key]
-                label = RouterLabel(intent=intent, route=route, confirm=confirm)
+            label = RouterLabel(intent=intent, route=route, confirm=confirm)
+            for text in wanted.get(key, ()):
                 out[text] = Label(text, label, teacher, prompt_version)
         return out
 
