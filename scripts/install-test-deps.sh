@@ -13,6 +13,8 @@ need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 # Dovecot's IMAP server for the email connector tests (dovecot-core, pulled in, ships dovecot-lda).
 [ -x /usr/lib/dovecot/imap ] || need+=(dovecot-imapd)
+# gcc with ASan/UBSan for the firmware core's C tests (mc_model.c against tflite-micro).
+command -v gcc >/dev/null 2>&1 || need+=(gcc libc6-dev)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need[*]}"
   $SUDO apt-get update -qq

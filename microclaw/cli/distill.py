@@ -33,7 +33,9 @@ def distill() -> None:
 
 
 _work = click.option(
-    "--work", type=click.Path(path_type=Path, file_okay=False), default=None,
+    "--work",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
     help="Work directory (default: <data_dir>/distill).",
 )
 
@@ -77,8 +79,16 @@ def _progress() -> Iterator[Callable[[str, int, int], None]]:
         yield update
 
 
-def _label(settings: Settings, paths: Paths, teacher: str, traces: bool, seed: int, per_template: int,
-           batch_size: int, progress: Callable[[str, int, int], None]) -> None:
+def _label(
+    settings: Settings,
+    paths: Paths,
+    teacher: str,
+    traces: bool,
+    seed: int,
+    per_template: int,
+    batch_size: int,
+    progress: Callable[[str, int, int], None],
+) -> None:
     from microclaw.distill import pipeline
 
     texts: list[str] = []
@@ -96,16 +106,22 @@ def _label(settings: Settings, paths: Paths, teacher: str, traces: bool, seed: i
         provider = load_provider(settings.agent)
     stats = pipeline.label(paths, provider, batch_size=batch_size, progress=progress)
     console.print(
-        f"labels: {stats.requested} texts, {stats.cached} cached, {stats.labelled} labelled in {stats.requests}"
-        f" request(s), {stats.rejected} malformed rejected, {stats.retried} retried, {stats.failed} failed"
+        f"labels: {stats.requested} texts, {stats.cached} cached, {stats.labelled} labelled in"
+        f" {stats.requests} request(s), {stats.rejected} malformed rejected, {stats.retried} retried,"
+        f" {stats.failed} failed"
         + (f" ({len(texts)} traces)" if traces else ""),
         highlight=False,
     )
 
 
 _label_options = [
-    click.option("--teacher", type=click.Choice(["provider", "grammar"]), default="provider", show_default=True,
-                 help="provider: the configured agent.provider labels; grammar: the grammar's own labels."),
+    click.option(
+        "--teacher",
+        type=click.Choice(["provider", "grammar"]),
+        default="provider",
+        show_default=True,
+        help="provider: the configured agent.provider labels; grammar: the grammar's own labels.",
+    ),
     click.option("--traces", is_flag=True, help="Opt in: add scrubbed utterances from the app database."),
     click.option("--seed", default=0, show_default=True, help="Grammar sampling seed."),
     click.option("--per-template", default=60, show_default=True, help="Utterances per grammar template."),
@@ -125,7 +141,9 @@ def _with(options: list[Callable[..., Any]]) -> Callable[[Callable[..., Any]], C
 @distill.command(help="Label the grammar (and opted-in traces) with the teacher; cached by text hash.")
 @_work
 @_with(_label_options)
-def label(work: Path | None, teacher: str, traces: bool, seed: int, per_template: int, batch_size: int) -> None:
+def label(
+    work: Path | None, teacher: str, traces: bool, seed: int, per_template: int, batch_size: int
+) -> None:
     settings = load_settings_or_exit()
     with _errors(), _progress() as progress:
         _label(settings, _paths(settings, work), teacher, traces, seed, per_template, batch_size, progress)
@@ -166,7 +184,9 @@ def train(work: Path | None, train_seed: int, epochs: int | None) -> None:
     settings = load_settings_or_exit()
     with _errors(), _progress() as progress:
         metrics = pipeline.train_model(_paths(settings, work), _config(train_seed, epochs), progress)
-    console.print(f"fp32 {metrics['fp32']}  int8 {metrics['int8']}  sizes {metrics['sizes']}", highlight=False)
+    console.print(
+        f"fp32 {metrics['fp32']}  int8 {metrics['int8']}  sizes {metrics['sizes']}", highlight=False
+    )
 
 
 _bundle_options = [
@@ -177,8 +197,15 @@ _bundle_options = [
 ]
 
 
-def _bundle(settings: Settings, paths: Paths, version: str, board: str, key: Path | None, publish: bool,
-            progress: Callable[[str, int, int], None]) -> None:
+def _bundle(
+    settings: Settings,
+    paths: Paths,
+    version: str,
+    board: str,
+    key: Path | None,
+    publish: bool,
+    progress: Callable[[str, int, int], None],
+) -> None:
     from microclaw.distill import bundle, pipeline
     from microclaw.gateway import otastore
 
@@ -189,22 +216,34 @@ def _bundle(settings: Settings, paths: Paths, version: str, board: str, key: Pat
     manifest = pipeline.make_bundle(paths, version=version, board=board, key=private, progress=progress)
     directory = paths.bundle / version
     bundle.verify_bundle(directory, private.public_key())
-    console.print(f"bundle {version} for {board}: {directory} (arena {manifest['arena_bytes']} bytes)",
-                  highlight=False, soft_wrap=True)
+    console.print(
+        f"bundle {version} for {board}: {directory} (arena {manifest['arena_bytes']} bytes)",
+        highlight=False,
+        soft_wrap=True,
+    )
     if publish:
         from microclaw.runtime.wiring import app_engine, bootstrap_database
 
         bootstrap_database(settings)
         engine = app_engine(settings)
         try:
-            row = bundle.publish(engine, settings.data_dir, directory, key=private, base_url=settings.ota.base_url,
-                                 max_image_bytes=settings.ota.max_image_bytes)
+            row = bundle.publish(
+                engine,
+                settings.data_dir,
+                directory,
+                key=private,
+                base_url=settings.ota.base_url,
+                max_image_bytes=settings.ota.max_image_bytes,
+            )
         except otastore.OtaError as exc:
             fail(str(exc))
         finally:
             engine.dispose()
-        console.print(f"published: release {row.id} at {row.percent:g} % "
-                      f"(`microclaw ota rollout --percent P --release {row.id}`)", highlight=False)
+        console.print(
+            f"published: release {row.id} at {row.percent:g} % "
+            f"(`microclaw ota rollout --percent P --release {row.id}`)",
+            highlight=False,
+        )
 
 
 @distill.command(help="Write the signed bundle (model files, manifest, signature); optionally publish it.")
@@ -233,9 +272,20 @@ def report(work: Path | None) -> None:
 @distill.command("all", help="Every stage in order (label, dataset, train, bundle), with progress.")
 @_work
 @_with(_label_options + _train_options + _bundle_options)
-def run_all(work: Path | None, teacher: str, traces: bool, seed: int, per_template: int, batch_size: int,
-            train_seed: int, epochs: int | None, version: str, board: str, key: Path | None,
-            publish: bool) -> None:
+def run_all(
+    work: Path | None,
+    teacher: str,
+    traces: bool,
+    seed: int,
+    per_template: int,
+    batch_size: int,
+    train_seed: int,
+    epochs: int | None,
+    version: str,
+    board: str,
+    key: Path | None,
+    publish: bool,
+) -> None:
     from microclaw.distill import pipeline
     from microclaw.distill.report import target_failures
 
@@ -247,6 +297,9 @@ def run_all(work: Path | None, teacher: str, traces: bool, seed: int, per_templa
         metrics = pipeline.train_model(paths, _config(train_seed, epochs), progress)
         _bundle(settings, paths, version, board, key, publish, progress)
     failures = target_failures(metrics)
-    console.print(f"fp32 {metrics['fp32']}  int8 {metrics['int8']}  sizes {metrics['sizes']}", highlight=False)
-    console.print("targets: all met" if not failures else "targets missed: " + "; ".join(failures),
-                  highlight=False)
+    console.print(
+        f"fp32 {metrics['fp32']}  int8 {metrics['int8']}  sizes {metrics['sizes']}", highlight=False
+    )
+    console.print(
+        "targets: all met" if not failures else "targets missed: " + "; ".join(failures), highlight=False
+    )

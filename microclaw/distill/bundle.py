@@ -176,7 +176,9 @@ def unpack(image: bytes, directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     with tarfile.open(fileobj=io.BytesIO(image), mode="r:") as tar:
         for member in tar.getmembers():
-            if not member.isfile() or not (_NAME.fullmatch(member.name) or member.name in (MANIFEST, SIGNATURE)):
+            if not member.isfile() or not (
+                _NAME.fullmatch(member.name) or member.name in (MANIFEST, SIGNATURE)
+            ):
                 raise BundleRejected(f"unexpected tar member {member.name!r}")
             extracted = tar.extractfile(member)
             assert extracted is not None
@@ -184,7 +186,12 @@ def unpack(image: bytes, directory: Path) -> None:
 
 
 def publish(
-    engine: Engine, data_dir: Path, directory: Path, *, key: Ed25519PrivateKey, base_url: str = "",
+    engine: Engine,
+    data_dir: Path,
+    directory: Path,
+    *,
+    key: Ed25519PrivateKey,
+    base_url: str = "",
     max_image_bytes: int = 16 * 1024 * 1024,
 ) -> ReleaseRow:
     """Publish the bundle as an OTA ``model`` release at 0 % (`microclaw ota rollout` widens it)."""

@@ -97,7 +97,9 @@ def ota_limits(policy: CanaryPolicy, baseline: Sequence[DeviceReport]) -> Canary
     from microclaw.gateway.ota import CanaryLimits
 
     base = _p95(baseline)
-    latency = policy.max_latency_ms if base is None else min(policy.max_latency_ms, base * policy.max_latency_ratio)
+    latency = (
+        policy.max_latency_ms if base is None else min(policy.max_latency_ms, base * policy.max_latency_ratio)
+    )
     return CanaryLimits(
         max_boot_failures=0,
         max_confirm_miss_rate=policy.max_confirm_miss_rate,

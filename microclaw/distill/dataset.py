@@ -111,7 +111,9 @@ def card(records: list[Record], unlabelled: Counter[str]) -> dict[str, Any]:
     }
 
 
-def write(directory: Path, records: list[Record], card_data: dict[str, Any], stats: LabelStats | None) -> None:
+def write(
+    directory: Path, records: list[Record], card_data: dict[str, Any], stats: LabelStats | None
+) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     with (directory / "dataset.jsonl").open("w", encoding="utf-8") as handle:
         for record in records:

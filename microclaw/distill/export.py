@@ -42,14 +42,14 @@ def to_tflite(model: QuantModel, description: str = "microclaw router") -> bytes
 
     fb = _schema()
 
-    class AlignedBuffer(fb.BufferT):  # type: ignore[misc, name-defined]
+    class AlignedBuffer(fb.BufferT):  # type: ignore[name-defined]
         """A constant buffer whose bytes start on a 16-byte boundary."""
 
         def __init__(self, payload: bytes) -> None:
             super().__init__()
             self.payload = payload
 
-        def Pack(self, builder: Any) -> Any:  # noqa: N802 - the generated API's name
+        def Pack(self, builder: Any) -> Any:
             vector = None
             if self.payload:
                 builder.StartVector(1, len(self.payload), 16)
@@ -64,8 +64,15 @@ def to_tflite(model: QuantModel, description: str = "microclaw router") -> bytes
     buffers: list[Any] = [AlignedBuffer(b"")]
     tensors: list[Any] = []
 
-    def tensor(name: str, shape: list[int], dtype: int, scales: list[float], zero_points: list[int],
-               data: bytes | None = None, dimension: int = 0) -> int:
+    def tensor(
+        name: str,
+        shape: list[int],
+        dtype: int,
+        scales: list[float],
+        zero_points: list[int],
+        data: bytes | None = None,
+        dimension: int = 0,
+    ) -> int:
         t = fb.TensorT()
         t.name = name
         t.shape = shape
@@ -83,19 +90,37 @@ def to_tflite(model: QuantModel, description: str = "microclaw router") -> bytes
         return len(tensors) - 1
 
     first = model.layers[0]
-    x = tensor("features", [1, model.input_dim], fb.TensorType.INT8, [first.input_scale],
-               [first.input_zero_point])
+    x = tensor(
+        "features", [1, model.input_dim], fb.TensorType.INT8, [first.input_scale], [first.input_zero_point]
+    )
     operators = []
     for i, layer in enumerate(model.layers):
         out_dim, in_dim = layer.weights.shape
-        w = tensor(f"dense{i}/weights", [out_dim, in_dim], fb.TensorType.INT8,
-                   list(layer.weight_scales), [0] * out_dim, layer.weights.astype(np.int8).tobytes())
+        w = tensor(
+            f"dense{i}/weights",
+            [out_dim, in_dim],
+            fb.TensorType.INT8,
+            list(layer.weight_scales),
+            [0] * out_dim,
+            layer.weights.astype(np.int8).tobytes(),
+        )
         bias_scales = np.float32(layer.input_scale) * layer.weight_scales
-        b = tensor(f"dense{i}/bias", [out_dim], fb.TensorType.INT32, list(bias_scales), [0] * out_dim,
-                   layer.bias.astype("<i4").tobytes())
+        b = tensor(
+            f"dense{i}/bias",
+            [out_dim],
+            fb.TensorType.INT32,
+            list(bias_scales),
+            [0] * out_dim,
+            layer.bias.astype("<i4").tobytes(),
+        )
         last = i == len(model.layers) - 1
-        y = tensor("logits" if last else f"dense{i}/out", [1, out_dim], fb.TensorType.INT8,
-                   [layer.output_scale], [layer.output_zero_point])
+        y = tensor(
+            "logits" if last else f"dense{i}/out",
+            [1, out_dim],
+            fb.TensorType.INT8,
+            [layer.output_scale],
+            [layer.output_zero_point],
+        )
         op = fb.OperatorT()
         op.opcodeIndex = 0
         op.inputs = [x, w, b]
@@ -134,7 +159,9 @@ def _layer_blob(layer: QuantLayer) -> bytes:
 
     out_dim, in_dim = layer.weights.shape
     low, high = layer.activation_range
-    head = struct.pack("<IIiiii", in_dim, out_dim, -layer.input_zero_point, layer.output_zero_point, low, high)
+    head = struct.pack(
+        "<IIiiii", in_dim, out_dim, -layer.input_zero_point, layer.output_zero_point, low, high
+    )
     body = (
         layer.multipliers.astype("<i4").tobytes()
         + layer.shifts.astype("<i4").tobytes()
@@ -146,8 +173,10 @@ def _layer_blob(layer: QuantLayer) -> bytes:
 
 
 def to_blob(model: QuantModel) -> bytes:
-    return MCM_MAGIC + struct.pack("<II", MCM_VERSION, len(model.layers)) + b"".join(
-        _layer_blob(layer) for layer in model.layers
+    return (
+        MCM_MAGIC
+        + struct.pack("<II", MCM_VERSION, len(model.layers))
+        + b"".join(_layer_blob(layer) for layer in model.layers)
     )
 
 

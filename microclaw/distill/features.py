@@ -10,6 +10,7 @@ Pure Python; numpy only builds the matrix.
 
 from __future__ import annotations
 
+import itertools
 import re
 from typing import TYPE_CHECKING
 
@@ -37,7 +38,7 @@ def tokens(text: str) -> list[str]:
 def feature_strings(text: str) -> list[str]:
     words = tokens(text)
     feats = [f"w:{w}" for w in words]
-    feats += [f"b:{a} {b}" for a, b in zip(words, words[1:], strict=False)]
+    feats += [f"b:{a} {b}" for a, b in itertools.pairwise(words)]
     for w in words:
         padded = f"^{w}$"
         feats += [f"c:{padded[i : i + 3]}" for i in range(len(padded) - 2)]

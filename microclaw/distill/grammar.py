@@ -20,10 +20,33 @@ from microclaw.distill.labels import ROUTE_OF, RouterLabel
 # slot -> (train values, held-out test values)
 SLOTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "dur": (
-        ("ten minutes", "5 minutes", "one hour", "30 seconds", "two minutes", "an hour and a half",
-         "15 min", "3 minutes", "twenty minutes", "45 seconds", "1 hour", "half an hour", "90 seconds",
-         "eight minutes", "12 minutes", "four hours"),
-        ("seven minutes", "25 minutes", "two hours", "a minute", "40 seconds", "six min", "quarter of an hour"),
+        (
+            "ten minutes",
+            "5 minutes",
+            "one hour",
+            "30 seconds",
+            "two minutes",
+            "an hour and a half",
+            "15 min",
+            "3 minutes",
+            "twenty minutes",
+            "45 seconds",
+            "1 hour",
+            "half an hour",
+            "90 seconds",
+            "eight minutes",
+            "12 minutes",
+            "four hours",
+        ),
+        (
+            "seven minutes",
+            "25 minutes",
+            "two hours",
+            "a minute",
+            "40 seconds",
+            "six min",
+            "quarter of an hour",
+        ),
     ),
     "level": (
         ("5", "ten", "three", "50 percent", "seven", "max", "2", "eighty percent", "level 4"),
@@ -34,12 +57,33 @@ SLOTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("the cookies", "coffee", "the roast", "homework"),
     ),
     "topic": (
-        ("the weather tomorrow", "my emails", "the news", "bitcoin", "the football scores",
-         "my calendar", "the traffic", "quantum computing", "the french revolution", "my meetings",
-         "the stock market", "a good recipe for lasagna", "flights to rome", "the election",
-         "my unread messages", "the population of canada", "how vaccines work"),
-        ("the weather this weekend", "my inbox", "the train schedule", "black holes", "dinner ideas",
-         "the opening hours of the pharmacy"),
+        (
+            "the weather tomorrow",
+            "my emails",
+            "the news",
+            "bitcoin",
+            "the football scores",
+            "my calendar",
+            "the traffic",
+            "quantum computing",
+            "the french revolution",
+            "my meetings",
+            "the stock market",
+            "a good recipe for lasagna",
+            "flights to rome",
+            "the election",
+            "my unread messages",
+            "the population of canada",
+            "how vaccines work",
+        ),
+        (
+            "the weather this weekend",
+            "my inbox",
+            "the train schedule",
+            "black holes",
+            "dinner ideas",
+            "the opening hours of the pharmacy",
+        ),
     ),
     "person": (
         ("mom", "alice", "my boss", "the dentist", "bob", "grandma", "the team"),
@@ -352,6 +396,7 @@ TEMPLATES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ),
     ),
 }
+
 
 @dataclass(frozen=True)
 class Utterance:

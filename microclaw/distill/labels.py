@@ -54,7 +54,9 @@ class RouterLabel(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> RouterLabel:
         if ROUTE_OF[self.intent] != self.route:
-            raise ValueError(f"intent {self.intent!r} is routed to {ROUTE_OF[self.intent]!r}, not {self.route!r}")
+            raise ValueError(
+                f"intent {self.intent!r} is routed to {ROUTE_OF[self.intent]!r}, not {self.route!r}"
+            )
         if (self.intent == "confirm") != (self.confirm != "none"):
             raise ValueError("confirm is yes/no/cancel exactly when intent is 'confirm', else 'none'")
         return self

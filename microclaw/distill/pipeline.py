@@ -76,12 +76,16 @@ class Paths:
 # --- pool and labels ------------------------------------------------------------------------
 
 
-def write_pool(paths: Paths, *, seed: int = 0, per_template: int = 60, traces: list[str] | None = None) -> None:
+def write_pool(
+    paths: Paths, *, seed: int = 0, per_template: int = 60, traces: list[str] | None = None
+) -> None:
     grammar = generate(seed, per_template)
     paths.root.mkdir(parents=True, exist_ok=True)
     data = {
-        "grammar": [{"text": u.text, "key": u.template, "expected": u.expected.model_dump(), "split": u.split}
-                    for u in grammar],
+        "grammar": [
+            {"text": u.text, "key": u.template, "expected": u.expected.model_dump(), "split": u.split}
+            for u in grammar
+        ],
         "traces": traces or [],
     }
     from microclaw.private import write_private
@@ -100,7 +104,11 @@ def read_pool(paths: Paths) -> tuple[list[Utterance], list[str]]:
 
 
 def label(
-    paths: Paths, provider: BaseProvider | None, *, batch_size: int = 25, max_attempts: int = 3,
+    paths: Paths,
+    provider: BaseProvider | None,
+    *,
+    batch_size: int = 25,
+    max_attempts: int = 3,
     progress: Progress = _quiet,
 ) -> LabelStats:
     """Label the pool (``provider`` None: the grammar's own labels through `GrammarOracle`)."""
@@ -115,7 +123,11 @@ def label(
         progress("label", done, len(set(texts)))
 
     _, stats = label_texts(
-        texts, teacher, LabelCache(paths.cache), batch_size=batch_size, max_attempts=max_attempts,
+        texts,
+        teacher,
+        LabelCache(paths.cache),
+        batch_size=batch_size,
+        max_attempts=max_attempts,
         progress=step,
     )
     (paths.root / "label-stats.json").write_text(json.dumps(asdict(stats), indent=2, sort_keys=True) + "\n")
@@ -143,8 +155,10 @@ def _targets(records: list[ds.Record]) -> dict[str, np.ndarray]:
 
 
 def _accuracy(pred: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> dict[str, float]:
-    return {head: round(float((pred[head] == want[head]).mean()) * 100, 2) if len(want[head]) else 0.0
-            for head in HEADS}
+    return {
+        head: round(float((pred[head] == want[head]).mean()) * 100, 2) if len(want[head]) else 0.0
+        for head in HEADS
+    }
 
 
 def _confusion(pred: np.ndarray, want: np.ndarray, names: tuple[str, ...]) -> dict[str, dict[str, int]]:
@@ -155,8 +169,11 @@ def _confusion(pred: np.ndarray, want: np.ndarray, names: tuple[str, ...]) -> di
     return out
 
 
-def train_model(paths: Paths, config: TrainConfig = TrainConfig(), progress: Progress = _quiet) -> dict[str, Any]:
+def train_model(
+    paths: Paths, config: TrainConfig | None = None, progress: Progress = _quiet
+) -> dict[str, Any]:
     """Train, quantize, export, verify in tflite-micro; write ``model/``; the metrics."""
+    config = config or TrainConfig()
     import numpy as np
 
     from microclaw.distill import export, features, quantize, train, verify
@@ -185,8 +202,11 @@ def train_model(paths: Paths, config: TrainConfig = TrainConfig(), progress: Pro
         arena = verify.measure_arena(tflite, config.dim)
     golden_rows = _golden_indices(test_rows)
     golden = [
-        {"text": test_rows[i].text, "buckets": buckets(test_rows[i].text, config.dim),
-         "logits": [int(v) for v in q_logits[i]]}
+        {
+            "text": test_rows[i].text,
+            "buckets": buckets(test_rows[i].text, config.dim),
+            "logits": [int(v) for v in q_logits[i]],
+        }
         for i in golden_rows
     ]
     by_source = {}
@@ -206,11 +226,16 @@ def train_model(paths: Paths, config: TrainConfig = TrainConfig(), progress: Pro
         "int8": _accuracy(int8, want),
         "by_source": by_source,
         "confusion_int8": {h: _confusion(int8[h], want[h], names) for h, names in HEADS.items()},
-        "sizes": {"tflite_bytes": len(tflite), "mcm_bytes": len(blob), "arena_bytes": arena,
-                  "parameters": int(sum(w.size for w in (model.w1, model.b1, model.w2, model.b2)))},
+        "sizes": {
+            "tflite_bytes": len(tflite),
+            "mcm_bytes": len(blob),
+            "arena_bytes": arena,
+            "parameters": int(sum(w.size for w in (model.w1, model.b1, model.w2, model.b2))),
+        },
         "misses_int8": [
             {"text": r.text, "want": r.intent, "got": HEADS["intent"][int(p)]}
-            for r, p in zip(test_rows, int8["intent"], strict=True) if HEADS["intent"][int(p)] != r.intent
+            for r, p in zip(test_rows, int8["intent"], strict=True)
+            if HEADS["intent"][int(p)] != r.intent
         ][:50],
     }
     paths.model.mkdir(parents=True, exist_ok=True)
@@ -225,7 +250,8 @@ def train_model(paths: Paths, config: TrainConfig = TrainConfig(), progress: Pro
 def _golden_indices(rows: list[ds.Record]) -> list[int]:
     """One test row per intent first, then others, `GOLDEN_ROWS` at most, deterministic."""
     seen: set[str] = set()
-    first, rest = [], []
+    first: list[int] = []
+    rest: list[int] = []
     for i, r in enumerate(rows):
         (rest if r.intent in seen else first).append(i)
         seen.add(r.intent)
@@ -251,8 +277,13 @@ def make_bundle(
         board=board,
         arena_bytes=int(metrics["sizes"]["arena_bytes"]) + _arena_margin(),
         labels=label_map(),
-        features={"dim": config["dim"], "hash": "fnv1a32", "grams": ["w1", "w2", "c3"], "input": "int8 0/1",
-                  "label_set": LABEL_SET_VERSION},
+        features={
+            "dim": config["dim"],
+            "hash": "fnv1a32",
+            "grams": ["w1", "w2", "c3"],
+            "input": "int8 0/1",
+            "label_set": LABEL_SET_VERSION,
+        },
         golden=json.loads((paths.model / "golden.json").read_text()),
         teacher=f"{', '.join(teachers)} ({PROMPT_VERSION})",
         key=key,
@@ -265,4 +296,3 @@ def _arena_margin() -> int:
     from microclaw.distill.verify import ARENA_MARGIN
 
     return ARENA_MARGIN
-

@@ -76,7 +76,7 @@ def quantize_multiplier(real: float) -> tuple[int, int]:
     if real == 0.0:
         return 0, 0
     q, shift = math.frexp(real)
-    q_fixed = int(math.floor(q * (1 << 31) + 0.5))  # std::round, half away from zero (q > 0)
+    q_fixed = math.floor(q * (1 << 31) + 0.5)  # std::round, half away from zero (q > 0)
     if q_fixed == (1 << 31):
         q_fixed //= 2
         shift += 1
@@ -107,7 +107,9 @@ def _rounding_divide_by_pot(x: np.ndarray, exponent: np.ndarray) -> np.ndarray:
     return (x >> exponent) + (remainder > threshold)
 
 
-def multiply_by_quantized_multiplier(acc: np.ndarray, multiplier: np.ndarray, shift: np.ndarray) -> np.ndarray:
+def multiply_by_quantized_multiplier(
+    acc: np.ndarray, multiplier: np.ndarray, shift: np.ndarray
+) -> np.ndarray:
     import numpy as np
 
     left = np.where(shift > 0, shift, 0).astype(np.int64)

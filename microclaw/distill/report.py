@@ -25,7 +25,9 @@ def target_failures(metrics: dict[str, Any]) -> list[str]:
         if metrics["fp32"][head] < floor:
             out.append(f"{head} fp32 {metrics['fp32'][head]} % < {floor} %")
         if metrics["fp32"][head] - metrics["int8"][head] > MAX_INT8_DROP:
-            out.append(f"{head} int8 {metrics['int8'][head]} % is more than {MAX_INT8_DROP} points below fp32")
+            out.append(
+                f"{head} int8 {metrics['int8'][head]} % is more than {MAX_INT8_DROP} points below fp32"
+            )
     sizes = metrics["sizes"]
     if sizes["tflite_bytes"] > MAX_MODEL_BYTES:
         out.append(f"model {sizes['tflite_bytes']} bytes > {MAX_MODEL_BYTES}")
@@ -42,7 +44,9 @@ def render(metrics: dict[str, Any], card: dict[str, Any] | None) -> Group:
     acc.add_column("int8 %", justify="right")
     acc.add_column("target %", justify="right")
     for head in HEADS:
-        acc.add_row(head, f"{metrics['fp32'][head]:.2f}", f"{metrics['int8'][head]:.2f}", f">= {TARGETS[head]:g}")
+        acc.add_row(
+            head, f"{metrics['fp32'][head]:.2f}", f"{metrics['int8'][head]:.2f}", f">= {TARGETS[head]:g}"
+        )
     parts.append(acc)
     for head, names in HEADS.items():
         confusion = metrics["confusion_int8"][head]

@@ -29,7 +29,15 @@ from typing import Any
 from pydantic import ValidationError
 
 from microclaw.agent.providers.base import BaseProvider, ChatTurn
-from microclaw.distill.labels import CONFIRMS, INTENTS, LABEL_SET_VERSION, ROUTE_OF, BatchItem, RouterLabel, tool_schema
+from microclaw.distill.labels import (
+    CONFIRMS,
+    INTENTS,
+    LABEL_SET_VERSION,
+    ROUTE_OF,
+    BatchItem,
+    RouterLabel,
+    tool_schema,
+)
 from microclaw.private import private_sqlite
 
 PROMPT_VERSION = f"p1/{LABEL_SET_VERSION}"
@@ -117,8 +125,16 @@ class LabelCache:
             db.executemany(
                 "INSERT OR REPLACE INTO labels VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (text_key(x.text), x.prompt_version, x.text, x.label.intent, x.label.route,
-                     x.label.confirm, x.teacher, now)
+                    (
+                        text_key(x.text),
+                        x.prompt_version,
+                        x.text,
+                        x.label.intent,
+                        x.label.route,
+                        x.label.confirm,
+                        x.teacher,
+                        now,
+                    )
                     for x in labels
                 ],
             )
@@ -186,7 +202,9 @@ def label_texts(
     return found, stats
 
 
-def _ask(provider: BaseProvider, batch: list[str], schema: dict[str, Any], stats: LabelStats) -> dict[int, RouterLabel]:
+def _ask(
+    provider: BaseProvider, batch: list[str], schema: dict[str, Any], stats: LabelStats
+) -> dict[int, RouterLabel]:
     """One request for ``batch``: index -> valid label (malformed items counted in ``stats``)."""
     numbered = "\n".join(f"{i}. {json.dumps(text)}" for i, text in enumerate(batch))
     stats.requests += 1

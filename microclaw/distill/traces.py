@@ -25,7 +25,26 @@ _PHONE = re.compile(r"\+?\d[\d\s().-]{6,}\d")
 _LONG_DIGITS = re.compile(r"\d{5,}")
 # Words of chat names that are not names (kept, so "The Team" does not erase every "the").
 _COMMON = frozenset(
-    "the and for with our my your team family group chat home work friends main local device news".split()
+    [
+        "the",
+        "and",
+        "for",
+        "with",
+        "our",
+        "my",
+        "your",
+        "team",
+        "family",
+        "group",
+        "chat",
+        "home",
+        "work",
+        "friends",
+        "main",
+        "local",
+        "device",
+        "news",
+    ]
 )
 
 

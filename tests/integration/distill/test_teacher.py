@@ -10,7 +10,7 @@ import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +59,9 @@ def teacher(request: pytest.FixtureRequest) -> Iterator[tuple[FakeAnthropic | Fa
         )
     else:
         server = FakeOpenAI().start()
-        provider = OpenAIProvider(api_key="k", model="gpt-teacher", base_url=server.base_url, timeout_s=5,
-                                  max_retries=0)
+        provider = OpenAIProvider(
+            api_key="k", model="gpt-teacher", base_url=server.base_url, timeout_s=5, max_retries=0
+        )
     try:
         yield server, provider
     finally:
@@ -75,7 +76,11 @@ def test_valid_labels_are_cached_with_teacher_and_prompt_version(teacher, tmp_pa
     assert (stats.requests, stats.labelled, stats.rejected, stats.failed) == (3, 30, 0, 0)
     assert {t: labels[t].label for t in TEXTS} == {t: GRAMMAR[t] for t in TEXTS}
     model = "claude-teacher" if isinstance(server, FakeAnthropic) else "gpt-teacher"
-    rows = sqlite3.connect(tmp_path / "labels.db").execute("SELECT teacher, prompt_version FROM labels").fetchall()
+    rows = (
+        sqlite3.connect(tmp_path / "labels.db")
+        .execute("SELECT teacher, prompt_version FROM labels")
+        .fetchall()
+    )
     assert set(rows) == {(f"{provider.name}:{model}", PROMPT_VERSION)} and len(rows) == 30
     sent = server.requests[0]
     if isinstance(server, FakeAnthropic):
@@ -84,7 +89,7 @@ def test_valid_labels_are_cached_with_teacher_and_prompt_version(teacher, tmp_pa
         schema = sent["tools"][0]["function"]["parameters"]
     assert schema["properties"]["labels"]["items"]["properties"]["intent"]["enum"][0] == "timer_set"
     # Again: everything from the cache, no request; a reworded prompt version asks again.
-    _, again = label_texts(TEXTS + [" " + TEXTS[0] + "  "], provider, cache, batch_size=10)
+    _, again = label_texts([*TEXTS, " " + TEXTS[0] + "  "], provider, cache, batch_size=10)
     assert (again.cached, again.requests, len(server.requests)) == (31, 0, 3)
     _, new_prompt = label_texts(TEXTS[:5], provider, cache, prompt_version="p2/test")
     assert new_prompt.requests == 1 and new_prompt.cached == 0
@@ -165,7 +170,11 @@ def test_a_provider_error_keeps_what_was_labelled_and_a_rerun_resumes(tmp_path: 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(Path(sys.executable).with_name("microclaw")), *args], env=env, capture_output=True, text=True, timeout=240,
+        [str(Path(sys.executable).with_name("microclaw")), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
         cwd=env["MICROCLAW_DATA_DIR"].rsplit("/", 1)[0],
     )
 
@@ -178,24 +187,50 @@ def test_distill_all_with_the_openai_fake_as_teacher_then_publish(tmp_path: Path
     key_file.parent.mkdir(mode=0o700)
     key = Ed25519PrivateKey.generate()
     key_file.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                          serialization.NoEncryption())
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
     )
     key_file.chmod(0o600)
     everything = {u.text: u.expected for u in generate(seed=0, per_template=10)}
 
     def answer(request: dict[str, Any]) -> Step:
         texts = _numbered(request)
-        return Step(calls=[Call("label_utterances", {"labels": [
-            {"index": i, **everything[t].model_dump()} for i, t in enumerate(texts)]})])
+        return Step(
+            calls=[
+                Call(
+                    "label_utterances",
+                    {"labels": [{"index": i, **everything[t].model_dump()} for i, t in enumerate(texts)]},
+                )
+            ]
+        )
 
     with FakeOpenAI() as server:
         server.responder = answer
-        env = base_env(tmp_path, MICROCLAW_AGENT__PROVIDER="openai", MICROCLAW_AGENT__MODEL="gpt-teacher",
-                       MICROCLAW_AGENT__BASE_URL=server.base_url, OPENAI_API_KEY="k",
-                       MICROCLAW_OTA__KEY_FILE=str(key_file))
-        done = _cli(env, "distill", "all", "--per-template", "10", "--epochs", "10", "--batch-size", "50",
-                    "--version", "1.0.0", "--board", "box3", "--publish")
+        env = base_env(
+            tmp_path,
+            MICROCLAW_AGENT__PROVIDER="openai",
+            MICROCLAW_AGENT__MODEL="gpt-teacher",
+            MICROCLAW_AGENT__BASE_URL=server.base_url,
+            OPENAI_API_KEY="k",
+            MICROCLAW_OTA__KEY_FILE=str(key_file),
+        )
+        done = _cli(
+            env,
+            "distill",
+            "all",
+            "--per-template",
+            "10",
+            "--epochs",
+            "10",
+            "--batch-size",
+            "50",
+            "--version",
+            "1.0.0",
+            "--board",
+            "box3",
+            "--publish",
+        )
         assert done.returncode == 0, done.stdout + done.stderr
         requests = len(server.requests)
     assert requests > 0 and "published: release 1" in done.stdout, done.stdout

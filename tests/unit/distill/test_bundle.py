@@ -34,8 +34,9 @@ def made(small_model: Built, key: Ed25519PrivateKey, tmp_path: Path) -> Path:
     return directory
 
 
-def test_a_good_bundle_verifies_and_carries_what_the_device_needs(made: Path, key: Ed25519PrivateKey,
-                                                                   small_model: Built) -> None:
+def test_a_good_bundle_verifies_and_carries_what_the_device_needs(
+    made: Path, key: Ed25519PrivateKey, small_model: Built
+) -> None:
     manifest = bundle.verify_bundle(made, key.public_key())
     assert manifest["version"] == "1.4.0" and manifest["board"] == "box3" and manifest["kind"] == "model"
     assert [f["name"] for f in manifest["files"]] == ["model.mcm", "model.tflite"]
@@ -77,7 +78,9 @@ def test_a_tampered_bundle_is_rejected(made: Path, key: Ed25519PrivateKey, how: 
         bundle.verify_bundle(made, key.public_key())
 
 
-def test_another_key_and_non_canonical_or_hostile_manifests_are_rejected(made: Path, key: Ed25519PrivateKey) -> None:
+def test_another_key_and_non_canonical_or_hostile_manifests_are_rejected(
+    made: Path, key: Ed25519PrivateKey
+) -> None:
     with pytest.raises(bundle.BundleRejected, match="signature"):
         bundle.verify_bundle(made, Ed25519PrivateKey.generate().public_key())
     manifest = json.loads((made / bundle.MANIFEST).read_bytes())
@@ -92,15 +95,18 @@ def test_another_key_and_non_canonical_or_hostile_manifests_are_rejected(made: P
         bundle.verify_bundle(made, key.public_key())
 
 
-def test_the_ota_image_is_deterministic_and_round_trips(made: Path, key: Ed25519PrivateKey, tmp_path: Path) -> None:
+def test_the_ota_image_is_deterministic_and_round_trips(
+    made: Path, key: Ed25519PrivateKey, tmp_path: Path
+) -> None:
     image = bundle.pack(made)
     assert bundle.pack(made) == image
     bundle.unpack(image, tmp_path / "device")
     assert bundle.verify_bundle(tmp_path / "device", key.public_key())["version"] == "1.4.0"
 
 
-def test_publish_makes_a_signed_model_release(made: Path, key: Ed25519PrivateKey, engine: Engine,
-                                              tmp_path: Path) -> None:
+def test_publish_makes_a_signed_model_release(
+    made: Path, key: Ed25519PrivateKey, engine: Engine, tmp_path: Path
+) -> None:
     row = bundle.publish(engine, tmp_path / "data", made, key=key)
     assert (row.kind, row.version, row.board, row.percent) == ("model", "1.4.0", "box3", 0.0)
     manifest = ota.verify(row.manifest.encode(), base64.b64decode(row.signature), key.public_key())

@@ -13,9 +13,12 @@ from microclaw.gateway import otastore
 from microclaw.store.db import read_tx
 
 
-def _report(device: str, *, confirms: int = 20, misses: int = 0, p95: float = 40.0, crashes: int = 0) -> DeviceReport:
-    return DeviceReport(device, utterances=200, confirms=confirms, confirm_misses=misses, latency_p95_ms=p95,
-                        crashes=crashes)
+def _report(
+    device: str, *, confirms: int = 20, misses: int = 0, p95: float = 40.0, crashes: int = 0
+) -> DeviceReport:
+    return DeviceReport(
+        device, utterances=200, confirms=confirms, confirm_misses=misses, latency_p95_ms=p95, crashes=crashes
+    )
 
 
 BASELINE = [_report(f"b{i}", misses=0) for i in range(5)]
@@ -53,15 +56,23 @@ def test_the_gateway_halts_a_model_release_whose_canary_misses_confirmations(
     key = Ed25519PrivateKey.generate()
     image = tmp_path / "bundle.tar"
     image.write_bytes(b"bundle" * 100)
-    release = otastore.publish(engine, tmp_path / "data", image, kind="model", version="2.0.0", board="box3",
-                               key=key)
+    release = otastore.publish(
+        engine, tmp_path / "data", image, kind="model", version="2.0.0", board="box3", key=key
+    )
     otastore.set_rollout(engine, 10, release_id=release.id)
     rules = otastore.ResultRules(threshold=0.2, minimum=3, limits=ota_limits(CanaryPolicy(), BASELINE))
     halted_by = []
     for i, miss_rate in enumerate((0.0, 0.25, 0.3)):  # the device self-test passed; confirmations did not
         _, why = otastore.record_result(
-            engine, device_id=f"c{i}", board="box3", kind="model", version="2.0.0", ok=True, reason="",
-            metrics={"confirm_miss_rate": miss_rate, "latency_ms": 35.0, "boot_failures": 0}, rules=rules,
+            engine,
+            device_id=f"c{i}",
+            board="box3",
+            kind="model",
+            version="2.0.0",
+            ok=True,
+            reason="",
+            metrics={"confirm_miss_rate": miss_rate, "latency_ms": 35.0, "boot_failures": 0},
+            rules=rules,
         )
         halted_by.append(why)
     assert halted_by[:2] == [None, None] and halted_by[2] is not None

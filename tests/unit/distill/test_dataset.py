@@ -57,10 +57,10 @@ def test_traces_are_split_per_intent_and_texts_in_both_splits_stay_in_train() ->
     labels["stop"] = _label("stop", "stop")
     for u in grammar:
         labels.setdefault(u.text, Label(u.text, u.expected, "t:m", PROMPT_VERSION))
-    records, card = ds.build(grammar, traces + ["never labelled"], labels)
+    records, card = ds.build(grammar, [*traces, "never labelled"], labels)
     trace_records = [r for r in records if r.source == "trace"]
     assert sum(r.split == "test" for r in trace_records if r.intent == "agent") == 2  # 20 % of 10
-    assert [r for r in records if r.text == "stop"][0].source == "grammar"  # deduplicated
+    assert next(r for r in records if r.text == "stop").source == "grammar"  # deduplicated
     assert card["unlabelled"] == {"trace": 1}
     assert card["counts"]["intent"]["test/trace"] == {"agent": 2}
 
@@ -80,7 +80,8 @@ def test_read_traces_reads_human_messages_read_only(tmp_path: Path) -> None:
         "CREATE TABLE messages (id TEXT, chat_jid TEXT, sender TEXT, sender_name TEXT, content TEXT,"
         " is_from_me INTEGER, is_bot_message INTEGER, seq INTEGER);"
         "INSERT INTO chats VALUES ('dev:1', 'Kitchen Box');"
-        "INSERT INTO messages VALUES ('1','dev:1','u1','Bob Jones','Remind Bob Jones to call 0612345678',0,0,1);"
+        "INSERT INTO messages VALUES"
+        " ('1','dev:1','u1','Bob Jones','Remind Bob Jones to call 0612345678',0,0,1);"
         "INSERT INTO messages VALUES ('2','dev:1','bot','Andy','Andy: sure',0,1,2);"
         "INSERT INTO messages VALUES ('3','dev:1','me','Me','what I typed',1,0,3);"
         "INSERT INTO messages VALUES ('4','dev:1','u1','Bob Jones','stop',0,0,4);"

@@ -23,7 +23,10 @@ from tests.unit.distill.conftest import Built
 ROOT = Path(__file__).resolve().parents[3]
 CORE = ROOT / "firmware" / "components" / "microclaw_core"
 HARNESS = Path(__file__).with_name("mc_model_harness.c")
-SAN_ENV = {"ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0", "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1"}
+SAN_ENV = {
+    "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0",
+    "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1",
+}
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +35,26 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert gcc, "gcc is needed (scripts/install-test-deps.sh installs build-essential)"
     out = tmp_path_factory.mktemp("mc_model") / "harness"
     subprocess.run(
-        [gcc, "-std=c11", "-O1", "-g", "-Wall", "-Wextra", "-Wpedantic", "-Wconversion", "-Werror",
-         "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer",
-         "-I", str(CORE / "include"), str(CORE / "src" / "mc_model.c"), str(HARNESS), "-o", str(out)],
+        [
+            gcc,
+            "-std=c11",
+            "-O1",
+            "-g",
+            "-Wall",
+            "-Wextra",
+            "-Wpedantic",
+            "-Wconversion",
+            "-Werror",
+            "-fsanitize=address,undefined",
+            "-fno-sanitize-recover=all",
+            "-fno-omit-frame-pointer",
+            "-I",
+            str(CORE / "include"),
+            str(CORE / "src" / "mc_model.c"),
+            str(HARNESS),
+            "-o",
+            str(out),
+        ],
         check=True,
     )
     return out
@@ -44,7 +64,11 @@ def _run(harness: Path, *args: str, stdin: str = "") -> str:
     import os
 
     done = subprocess.run(
-        [str(harness), *args], input=stdin, capture_output=True, text=True, env={**os.environ, **SAN_ENV},
+        [str(harness), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **SAN_ENV},
         timeout=120,
     )
     assert done.returncode == 0, done.stderr[-2000:]
@@ -65,9 +89,19 @@ def test_c_inference_is_bit_exact_with_tflite_micro(harness: Path, small_model: 
 
 
 def test_c_featurizer_matches_python(harness: Path, small_model: Built) -> None:
-    texts = [r.text for r in ds.read(small_model.paths.dataset)][:300] + [
-        "Set a TIMER for 10 minutes!!", "café 12.5% off", "it's 3:45 now", "a", "", "   ", "x" * 300,
-        "don't  stop\tme", "naïve 123abc456 def", "L'été 2025", "100 200 300",
+    texts = [
+        *[r.text for r in ds.read(small_model.paths.dataset)][:300],
+        "Set a TIMER for 10 minutes!!",
+        "café 12.5% off",
+        "it's 3:45 now",
+        "a",
+        "",
+        "   ",
+        "x" * 300,
+        "don't  stop\tme",
+        "naïve 123abc456 def",
+        "L'été 2025",
+        "100 200 300",
     ]
     dim = small_model.config.dim
     out = _run(harness, "featurize", str(dim), stdin="".join(t + "\n" for t in texts))
@@ -92,5 +126,7 @@ def test_hostile_blobs_are_refused_cleanly(harness: Path, small_model: Built, tm
         path.write_bytes(data)
         codes[name] = int(_run(harness, "load", str(path)))
     assert codes["ok"] == 0
-    assert all(codes[name] != 0 for name in ("empty", "magic", "trailing", *(f"cut{c}" for c in (3, 11, 12, 30))))
+    assert all(
+        codes[name] != 0 for name in ("empty", "magic", "trailing", *(f"cut{c}" for c in (3, 11, 12, 30)))
+    )
     assert codes[f"cut{len(blob) - 1}"] != 0 and codes[f"cut{len(blob) // 2}"] != 0

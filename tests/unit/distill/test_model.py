@@ -32,7 +32,9 @@ def test_same_seed_same_bytes_other_seed_other_bytes(small_model: Built, tmp_pat
         assert (again.model / name).read_bytes() == (small_model.paths.model / name).read_bytes(), name
     other = _copy_dataset(small_model.paths, tmp_path / "other")
     train_model(other, TrainConfig(**{**SMALL.as_dict(), "seed": SMALL.seed + 1}))
-    assert (other.model / "model.tflite").read_bytes() != (small_model.paths.model / "model.tflite").read_bytes()
+    assert (other.model / "model.tflite").read_bytes() != (
+        small_model.paths.model / "model.tflite"
+    ).read_bytes()
 
 
 def test_int8_is_bit_exact_in_tflite_micro_on_every_row(small_model: Built) -> None:
