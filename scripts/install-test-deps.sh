@@ -15,6 +15,9 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 [ -x /usr/lib/dovecot/imap ] || need+=(dovecot-imapd)
 # gcc with ASan/UBSan for the firmware core's C tests (mc_model.c against tflite-micro).
 command -v gcc >/dev/null 2>&1 || need+=(gcc libc6-dev)
+# A 32-bit Xtensa cross compiler: mc_model.c must build warning-free for a 32-bit core.
+command -v xtensa-lx106-elf-gcc >/dev/null 2>&1 || need+=(gcc-xtensa-lx106)
+[ -f /usr/lib/xtensa-lx106-elf/picolibc.specs ] || need+=(picolibc-xtensa-lx106-elf)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need[*]}"
   $SUDO apt-get update -qq

@@ -73,6 +73,8 @@ def _names(db: sqlite3.Connection, assistant_name: str) -> set[str]:
 
 def read_traces(db_path: Path, *, assistant_name: str, limit: int = 5000) -> list[str]:
     """Scrubbed, distinct human utterances from the app database at ``db_path`` (newest first)."""
+    if not db_path.is_file():
+        raise ValueError(f"--traces: no app database at {db_path}")
     uri = f"file:{db_path}?mode=ro"
     with closing(sqlite3.connect(uri, uri=True, timeout=30)) as db:
         names = _names(db, assistant_name)

@@ -243,3 +243,10 @@ def test_distill_all_with_the_openai_fake_as_teacher_then_publish(tmp_path: Path
     again = _cli(env, "distill", "label", "--per-template", "10")
     assert again.returncode == 0 and "0 labelled in 0 request(s)" in again.stdout.replace("\n", " ")
     assert os.stat(tmp_path / "data" / "distill" / "labels.db").st_mode & 0o077 == 0
+
+
+def test_label_without_a_configured_teacher_says_what_to_set(tmp_path: Path) -> None:
+    done = _cli(base_env(tmp_path), "distill", "label", "--per-template", "2")
+    assert done.returncode == 1 and "no teacher model" in done.stderr and "Traceback" not in done.stderr
+    later = _cli(base_env(tmp_path), "distill", "train")
+    assert later.returncode == 1 and "missing" in later.stderr and "Traceback" not in later.stderr

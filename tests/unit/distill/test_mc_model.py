@@ -130,3 +130,31 @@ def test_hostile_blobs_are_refused_cleanly(harness: Path, small_model: Built, tm
         codes[name] != 0 for name in ("empty", "magic", "trailing", *(f"cut{c}" for c in (3, 11, 12, 30)))
     )
     assert codes[f"cut{len(blob) - 1}"] != 0 and codes[f"cut{len(blob) // 2}"] != 0
+
+
+def test_mc_model_compiles_warning_free_for_a_32_bit_xtensa_core(tmp_path: Path) -> None:
+    """Debian's lx106 cross compiler (the ESP8266's core, not the S3's, but 32-bit Xtensa with
+    a 32-bit size_t): no conversion or alignment warning in the portable module."""
+    cc = shutil.which("xtensa-lx106-elf-gcc")
+    assert cc, "gcc-xtensa-lx106 and picolibc-xtensa-lx106-elf are needed (scripts/install-test-deps.sh)"
+    subprocess.run(
+        [
+            cc,
+            "-std=c11",
+            "-Os",
+            "-Wall",
+            "-Wextra",
+            "-Wpedantic",
+            "-Wconversion",
+            "-Wcast-align",
+            "-Werror",
+            "--specs=/usr/lib/xtensa-lx106-elf/picolibc.specs",
+            "-I",
+            str(CORE / "include"),
+            "-c",
+            str(CORE / "src" / "mc_model.c"),
+            "-o",
+            str(tmp_path / "mc_model.o"),
+        ],
+        check=True,
+    )

@@ -41,15 +41,16 @@ def test_int8_is_bit_exact_in_tflite_micro_on_every_row(small_model: Built) -> N
     tflite = (small_model.paths.model / "model.tflite").read_bytes()
     records = ds.read(small_model.paths.dataset)
     x = features.matrix([r.text for r in records], SMALL.dim)
-    # The same quantized model again, from the exported blob's numbers via the reference path:
-    # tflite-micro's outputs on every record (train and test) equal the reference's.
-    rows = verify.run_tflm(tflite, x)
+    qmodel = _requantized(small_model)
+    assert export.to_tflite(qmodel) == tflite  # the reference rebuilt from the same data and seed
+    got = verify.check_bit_exact(tflite, qmodel, x)  # every record, train and test
+    assert got.shape == (len(records), sum(len(n) for n in HEADS.values()))
     golden = json.loads((small_model.paths.model / "golden.json").read_text())
     for item in golden:
         row = np.zeros((1, SMALL.dim), np.int8)
         row[0, item["buckets"]] = 1
+        assert item["buckets"] == features.buckets(item["text"], SMALL.dim)
         assert verify.run_tflm(tflite, row)[0].tolist() == item["logits"]
-    assert rows.shape == (len(records), sum(len(n) for n in HEADS.values()))
 
 
 def test_a_reference_that_differs_in_one_bit_is_caught(small_model: Built) -> None:
@@ -57,15 +58,14 @@ def test_a_reference_that_differs_in_one_bit_is_caught(small_model: Built) -> No
     records = ds.read(small_model.paths.dataset)
     x = features.matrix([r.text for r in records[:200]], SMALL.dim)
     tflite = (small_model.paths.model / "model.tflite").read_bytes()
-    qmodel = _requantized(small_model, x)
-    assert export.to_tflite(qmodel) == tflite  # the reference rebuilt from the same inputs
+    qmodel = _requantized(small_model)
     verify.check_bit_exact(tflite, qmodel, x)
     qmodel.layers[1].bias[0] += 1 << 12
     with pytest.raises(verify.NotBitExact, match="rows differ"):
         verify.check_bit_exact(tflite, qmodel, x)
 
 
-def _requantized(built: Built, _x: np.ndarray) -> quantize.QuantModel:
+def _requantized(built: Built) -> quantize.QuantModel:
     from microclaw.distill import train
     from microclaw.distill.pipeline import CALIBRATION_ROWS, _targets, one_thread
 
