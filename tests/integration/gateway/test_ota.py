@@ -195,9 +195,10 @@ def test_a_device_is_offered_downloads_verifies_installs_and_reports(rig: OtaRig
             return await sim.check_update()  # published, not rolled out: 0 %
 
         before = await in_session(sim, first)
-        await asyncio.to_thread(rig.ota, "rollout", "--percent", "100")
 
         async def second() -> Any:
+            assert not sim.ota_offers
+            await asyncio.to_thread(rig.ota, "rollout", "--percent", "100")  # while connected
             await until(lambda: bool(sim.ota_offers), "the ota.offer pushed after the rollout")
             outcome = await sim.check_update()
             await until(lambda: bool(sim.ota_acks), "the ota.ack")
