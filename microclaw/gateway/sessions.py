@@ -280,7 +280,12 @@ class Gateway:
             if self.ota is None:
                 await session.ws.send(p.frame("error", code="unsupported", detail="OTA is not enabled"))
             else:
-                await session.ws.send(await asyncio.to_thread(self.ota.on_result, session.device, message))
+                try:
+                    answer = await asyncio.to_thread(self.ota.on_result, session.device, message)
+                except Exception:  # a locked or full disk: no ack, the device keeps its report
+                    logger.exception("storing an ota.result failed")
+                    answer = p.frame("error", code="unavailable", detail="not stored; report again later")
+                await session.ws.send(answer)
             return
         status, detail = await asyncio.to_thread(self._ingest_message, session.device, message)
         await session.ws.send(p.frame("ack", message_id=message.message_id, status=status, **detail))
@@ -334,6 +339,7 @@ class Gateway:
         loop = asyncio.get_running_loop()
         last_id = await asyncio.to_thread(self.log.newest_id)
         next_check = loop.time()
+        pushing: asyncio.Task[None] | None = None
         while True:
             await asyncio.sleep(self.settings.poll_interval_s)
             try:
@@ -345,17 +351,29 @@ class Gateway:
                 if loop.time() >= next_check and self.sessions:
                     next_check = loop.time() + self.settings.revocation_check_s
                     await self._close_revoked()
-                    if self.ota is not None and await asyncio.to_thread(self.ota.changed):
-                        for session in list(self.sessions.values()):
-                            await self._push_ota(session)
+                    idle = pushing is None or pushing.done()
+                    if self.ota is not None and idle and await asyncio.to_thread(self.ota.changed):
+                        # Off the watch loop: 1,000 sessions' offers must not delay streaming.
+                        pushing = asyncio.create_task(self._push_ota_all())
             except Exception:  # a locked file or a full disk must not stop the gateway
                 logger.exception("device log watch failed; retrying")
 
     async def _push_ota(self, session: Session) -> None:
+        """OTA offers and rollbacks for this session's device; a failure only skips them (the
+        device also asks over HTTPS, and the next change or session tries again)."""
         assert self.ota is not None
-        for frame in await asyncio.to_thread(self.ota.frames_for, session.device.device_id):
+        try:
+            frames = await asyncio.to_thread(self.ota.frames_for, session.device.device_id)
+        except Exception:
+            logger.exception("OTA offers for %s failed", session.device.device_id)
+            return
+        for frame in frames:
             with contextlib.suppress(ConnectionClosed):
                 await session.ws.send(frame)
+
+    async def _push_ota_all(self) -> None:
+        for session in list(self.sessions.values()):
+            await self._push_ota(session)
 
     async def _close_revoked(self) -> None:
         live = dict(self.sessions)

@@ -195,9 +195,10 @@ def test_a_device_is_offered_downloads_verifies_installs_and_reports(rig: OtaRig
             return await sim.check_update()  # published, not rolled out: 0 %
 
         before = await in_session(sim, first)
-        await asyncio.to_thread(rig.ota, "rollout", "--percent", "100")
 
         async def second() -> Any:
+            assert not sim.ota_offers
+            await asyncio.to_thread(rig.ota, "rollout", "--percent", "100")  # while connected
             await until(lambda: bool(sim.ota_offers), "the ota.offer pushed after the rollout")
             outcome = await sim.check_update()
             await until(lambda: bool(sim.ota_acks), "the ota.ack")
@@ -239,6 +240,30 @@ def test_a_device_is_offered_downloads_verifies_installs_and_reports(rig: OtaRig
         check=False,
     )
     assert clash.returncode != 0 and "another image" in clash.stderr
+
+
+def test_sigkill_of_the_gateway_around_a_report_stores_it_once(rig: OtaRig) -> None:
+    rig.publish("1.1.0")
+    rig.ota("rollout", "--percent", "100")
+
+    async def scenario() -> DeviceSimulator:
+        sim = await rig.paired_sim("kitchen-1")
+        stop = asyncio.Event()
+        task = asyncio.create_task(sim.run(stop))
+        await asyncio.wait_for(sim.connected.wait(), 15)
+        outcome = await sim.check_update()
+        assert outcome.status == "installed"
+        await asyncio.to_thread(rig.kill)  # the report is in flight, maybe stored, maybe acked
+        await asyncio.to_thread(rig.start)
+        await until(lambda: bool(sim.ota_acks) and not sim.ota_reports, "the report to be acked", 60)
+        stop.set()
+        await asyncio.wait_for(task, 15)
+        return sim
+
+    sim = run(scenario())
+    assert sim.fw_version == "1.1.0"
+    assert rig.sql("SELECT device_id, ok FROM ota_results") == [("kitchen-1", 1)]
+    assert all(a["status"] == "stored" for a in sim.ota_acks)
 
 
 # --- what a device must refuse ---------------------------------------------------------------
