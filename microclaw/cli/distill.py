@@ -87,6 +87,7 @@ def _label(
     seed: int,
     per_template: int,
     batch_size: int,
+    concurrency: int,
     progress: Callable[[str, int, int], None],
 ) -> None:
     from microclaw.distill import pipeline
@@ -104,12 +105,11 @@ def _label(
         if settings.agent.provider in ("", "none", "scripted"):
             fail("no teacher model: set agent.provider (anthropic or openai) or use --teacher grammar")
         provider = load_provider(settings.agent)
-    stats = pipeline.label(paths, provider, batch_size=batch_size, progress=progress)
+    stats = pipeline.label(paths, provider, batch_size=batch_size, concurrency=concurrency, progress=progress)
     console.print(
         f"labels: {stats.requested} texts, {stats.cached} cached, {stats.labelled} labelled in"
         f" {stats.requests} request(s), {stats.rejected} malformed rejected, {stats.retried} retried,"
-        f" {stats.failed} failed"
-        + (f" ({len(texts)} traces)" if traces else ""),
+        f" {stats.failed} failed" + (f" ({len(texts)} traces)" if traces else ""),
         highlight=False,
     )
 
@@ -126,6 +126,7 @@ _label_options = [
     click.option("--seed", default=0, show_default=True, help="Grammar sampling seed."),
     click.option("--per-template", default=60, show_default=True, help="Utterances per grammar template."),
     click.option("--batch-size", default=25, show_default=True, help="Utterances per teacher request."),
+    click.option("--concurrency", default=4, show_default=True, help="Teacher requests in flight at once."),
 ]
 
 
@@ -142,11 +143,18 @@ def _with(options: list[Callable[..., Any]]) -> Callable[[Callable[..., Any]], C
 @_work
 @_with(_label_options)
 def label(
-    work: Path | None, teacher: str, traces: bool, seed: int, per_template: int, batch_size: int
+    work: Path | None,
+    teacher: str,
+    traces: bool,
+    seed: int,
+    per_template: int,
+    batch_size: int,
+    concurrency: int,
 ) -> None:
     settings = load_settings_or_exit()
+    paths = _paths(settings, work)
     with _errors(), _progress() as progress:
-        _label(settings, _paths(settings, work), teacher, traces, seed, per_template, batch_size, progress)
+        _label(settings, paths, teacher, traces, seed, per_template, batch_size, concurrency, progress)
 
 
 @distill.command(help="Build the dataset (dedup, stratified split) and its card from the cached labels.")
@@ -279,6 +287,7 @@ def run_all(
     seed: int,
     per_template: int,
     batch_size: int,
+    concurrency: int,
     train_seed: int,
     epochs: int | None,
     version: str,
@@ -292,7 +301,7 @@ def run_all(
     settings = load_settings_or_exit()
     paths = _paths(settings, work)
     with _errors(), _progress() as progress:
-        _label(settings, paths, teacher, traces, seed, per_template, batch_size, progress)
+        _label(settings, paths, teacher, traces, seed, per_template, batch_size, concurrency, progress)
         pipeline.build_dataset(paths, progress)
         metrics = pipeline.train_model(paths, _config(train_seed, epochs), progress)
         _bundle(settings, paths, version, board, key, publish, progress)

@@ -109,6 +109,7 @@ def label(
     *,
     batch_size: int = 25,
     max_attempts: int = 3,
+    concurrency: int = 4,
     progress: Progress = _quiet,
 ) -> LabelStats:
     """Label the pool (``provider`` None: the grammar's own labels through `GrammarOracle`)."""
@@ -128,6 +129,7 @@ def label(
         LabelCache(paths.cache),
         batch_size=batch_size,
         max_attempts=max_attempts,
+        concurrency=concurrency,
         progress=step,
     )
     (paths.root / "label-stats.json").write_text(json.dumps(asdict(stats), indent=2, sort_keys=True) + "\n")

@@ -19,8 +19,10 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +79,13 @@ class LabelStats:
     retried: int = 0  # utterances asked again after a malformed or missing label
     failed: int = 0  # utterances left without a label after max_attempts
     reasons: dict[str, int] = field(default_factory=dict)
+
+    def merge(self, other: LabelStats) -> None:
+        """Add ``other``'s counts (not ``requested``/``cached``, which describe the whole call)."""
+        for name in ("labelled", "requests", "rejected", "retried", "failed"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for reason, n in other.reasons.items():
+            self.reasons[reason] = self.reasons.get(reason, 0) + n
 
     def reject(self, reason: str, count: int = 1) -> None:
         self.rejected += count
@@ -168,11 +177,14 @@ def label_texts(
     *,
     batch_size: int = 25,
     max_attempts: int = 3,
+    concurrency: int = 4,
     prompt_version: str = PROMPT_VERSION,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[dict[str, Label], LabelStats]:
-    """Labels for ``texts`` (distinct), from the cache or the teacher. Provider errors after the
-    provider's own retries propagate (what was labelled so far is already cached)."""
+    """Labels for ``texts`` (distinct), from the cache or the teacher, ``concurrency`` batches in
+    flight (the SDK clients are thread-safe). Valid labels are cached as each answer arrives; the
+    first provider error (after the provider's own retries) stops the batches not yet started
+    and propagates once the running ones are done and cached."""
     unique = list(dict.fromkeys(texts))
     stats = LabelStats(requested=len(unique))
     found = cache.get(unique, prompt_version)
@@ -182,23 +194,45 @@ def label_texts(
     pending = [t for t in unique if t not in found]
     teacher = teacher_name(provider)
     schema = tool_schema()
-    for start in range(0, len(pending), batch_size):
-        batch = pending[start : start + batch_size]
-        for attempt in range(max_attempts):
-            if attempt:
-                stats.retried += len(batch)
-            got = _ask(provider, batch, schema, stats)
-            new = [Label(batch[i], label, teacher, prompt_version) for i, label in got.items()]
+    lock = threading.Lock()
+
+    def record(new: list[Label], local: LabelStats) -> None:
+        with lock:
             cache.put(new)
             for item in new:
                 found[item.text] = item
+            stats.merge(local)
             stats.labelled += len(new)
             if progress and new:
                 progress(len(new))
+
+    def work(batch: list[str]) -> None:
+        for attempt in range(max_attempts):
+            local = LabelStats(retried=len(batch) if attempt else 0)
+            got = _ask(provider, batch, schema, local)
+            record([Label(batch[i], label, teacher, prompt_version) for i, label in got.items()], local)
             batch = [t for i, t in enumerate(batch) if i not in got]
             if not batch:
-                break
-        stats.failed += len(batch)
+                return
+        with lock:
+            stats.failed += len(batch)
+
+    batches = [pending[i : i + batch_size] for i in range(0, len(pending), batch_size)]
+    if concurrency <= 1 or len(batches) <= 1:
+        for batch in batches:
+            work(batch)
+        return found, stats
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="distill-teacher") as pool:
+        futures = [pool.submit(work, batch) for batch in batches]
+        error: BaseException | None = None
+        for future in as_completed(futures):
+            exc = None if future.cancelled() else future.exception()
+            if exc is not None and error is None:
+                error = exc
+                for other in futures:
+                    other.cancel()
+    if error is not None:
+        raise error
     return found, stats
 
 
