@@ -312,3 +312,58 @@ def run_all(
     console.print(
         "targets: all met" if not failures else "targets missed: " + "; ".join(failures), highlight=False
     )
+
+
+@distill.command(
+    help="The canary verdict for a model release from its devices' results; --apply halts a bad one."
+)
+@click.option(
+    "--release", "release_id", type=int, required=True, help="The model release (see `ota status`)."
+)
+@click.option(
+    "--baseline",
+    "baseline_id",
+    type=int,
+    default=None,
+    help="The release to compare with (default: the newest older model release for the same board).",
+)
+@click.option("--apply", is_flag=True, help="Halt the release when the verdict is halt_rollback.")
+def canary(release_id: int, baseline_id: int | None, apply: bool) -> None:
+    from microclaw.distill.canary import CanaryPolicy, reports_from_results, verdict
+    from microclaw.gateway import ota, otastore
+    from microclaw.runtime.wiring import app_engine, bootstrap_database
+    from microclaw.store import ota as store
+    from microclaw.store.db import read_tx
+
+    settings = load_settings_or_exit()
+    bootstrap_database(settings)
+    engine = app_engine(settings)
+    try:
+        with read_tx(engine) as conn:
+            row = store.get_release(conn, release_id)
+            if row is None or row.kind != "model":
+                fail(f"no model release {release_id} (see `microclaw ota status`)")
+            if baseline_id is None:
+                older = [
+                    r
+                    for r in store.releases(conn, kind="model", board=row.board)
+                    if ota.parse_version(r.version) < ota.parse_version(row.version)
+                ]
+                base = max(older, key=lambda r: ota.parse_version(r.version), default=None)
+            else:
+                base = store.get_release(conn, baseline_id)
+            canary_reports = reports_from_results(store.results(conn, row.id))
+            baseline_reports = reports_from_results(store.results(conn, base.id)) if base else []
+        result = verdict(canary_reports, baseline_reports, CanaryPolicy())
+        against = f"release {base.id} ({base.version})" if base else "no baseline"
+        console.print(
+            f"release {row.id} ({row.version}, {len(canary_reports)} device(s)) vs {against}:"
+            f" {result.action}: {'; '.join(result.reasons)}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        if apply and result.rollback:
+            _, changed = otastore.halt(engine, f"canary: {'; '.join(result.reasons)}", release_id=row.id)
+            console.print("halted; devices running it are told to roll back" if changed else "already halted")
+    finally:
+        engine.dispose()

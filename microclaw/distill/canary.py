@@ -1,47 +1,50 @@
 """The canary verdict for a new model bundle, as a pure function.
 
-Devices in the canary cohort report, per device: utterances routed, confirmations the model
-missed (a pending yes/no/cancel that it did not route to ``confirm``, as the device learns when
-the user repeats the answer or the host resolves it), inference latency (p95, ms) and crashes
-(reboots / crash loops since activation). `verdict` compares the canary with the baseline (the
-devices still on the previous model) and answers ``halt_rollback`` when any of these regress past
-the policy, ``promote`` when enough devices reported and nothing did, and ``wait`` otherwise.
+Devices report per release what ``ota.result`` carries (docs/device-protocol.md): whether the
+install and self-test worked, ``confirm_miss_rate`` (pending yes/no/cancel answers the model did
+not route to ``confirm``, learnt when the user repeats the answer or the host resolves it),
+``latency_ms`` (p95 inference) and ``boot_failures`` (crash loops since activation). `verdict`
+compares the canary cohort with the baseline (devices still on the previous model) and answers
+``halt_rollback`` when any of these regress past the policy, ``promote`` when enough devices
+reported and nothing did, ``wait`` otherwise. `reports_from_results` turns the gateway's stored
+results into `DeviceReport`s; `microclaw distill canary --release ID [--apply]` prints the
+verdict and, with ``--apply``, halts a bad release (the gateway then tells devices running it
+to switch back to their other slot).
 
 `ota_limits` turns a policy and a baseline into the gateway's per-result limits
 (`microclaw.gateway.ota.CanaryLimits`), so each ``ota.result`` is judged by the same numbers and
-the gateway's automatic halt stops offering the release; a halted release the device runs is
-rolled back to its other slot (`microclaw.gateway.otastore.halted_running`).
+the gateway's automatic halt can stop a release before anyone runs `verdict`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import statistics
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     from microclaw.gateway.ota import CanaryLimits
+    from microclaw.store.ota import ResultRow
 
 
 @dataclass(frozen=True)
 class DeviceReport:
     device_id: str
-    utterances: int
-    confirms: int  # pending confirmations answered
-    confirm_misses: int
-    latency_p95_ms: float
-    crashes: int
+    ok: bool = True  # installed and passed its self-test
+    confirm_miss_rate: float | None = None
+    latency_ms: float | None = None
+    boot_failures: int = 0
 
 
 @dataclass(frozen=True)
 class CanaryPolicy:
-    max_confirm_miss_rate: float = 0.05  # absolute, over all canary confirmations
-    max_confirm_miss_increase: float = 0.02  # over the baseline's rate
-    max_latency_ratio: float = 1.25  # canary p95 / baseline p95
-    max_latency_ms: float = 150.0  # absolute ceiling of any device's p95
-    max_crashing_devices: int = 0  # devices with any crash since activation
+    max_confirm_miss_rate: float = 0.05  # mean over the canary devices that report it
+    max_confirm_miss_increase: float = 0.02  # over the baseline's mean
+    max_latency_ratio: float = 1.25  # canary median p95 / baseline median p95
+    max_latency_ms: float = 150.0  # ceiling for any one device's p95
+    max_failed_devices: int = 0  # devices whose install/self-test failed or that crash-looped
     min_devices: int = 3
-    min_confirms: int = 20
 
 
 @dataclass(frozen=True)
@@ -54,52 +57,67 @@ class Verdict:
         return self.action == "halt_rollback"
 
 
-def _miss_rate(reports: Sequence[DeviceReport]) -> float | None:
-    confirms = sum(r.confirms for r in reports)
-    return sum(r.confirm_misses for r in reports) / confirms if confirms else None
+def _mean(values: Iterable[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.fmean(present) if present else None
 
 
-def _p95(reports: Sequence[DeviceReport]) -> float | None:
-    values = sorted(r.latency_p95_ms for r in reports if r.utterances)
-    return values[len(values) // 2] if values else None  # the median device's p95
+def _median(values: Iterable[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
 
 
 def verdict(
-    canary: Sequence[DeviceReport], baseline: Sequence[DeviceReport], policy: CanaryPolicy = CanaryPolicy()
+    canary: Sequence[DeviceReport], baseline: Sequence[DeviceReport], policy: CanaryPolicy | None = None
 ) -> Verdict:
+    policy = policy or CanaryPolicy()
     reasons: list[str] = []
-    crashing = [r.device_id for r in canary if r.crashes > 0]
-    if len(crashing) > policy.max_crashing_devices:
-        reasons.append(f"{len(crashing)} canary device(s) crashed: {', '.join(sorted(crashing)[:5])}")
-    rate = _miss_rate(canary)
-    confirms = sum(r.confirms for r in canary)
-    if rate is not None and confirms >= policy.min_confirms:
-        base = _miss_rate(baseline)
-        if rate > policy.max_confirm_miss_rate:
-            reasons.append(f"confirm miss rate {rate:.1%} > {policy.max_confirm_miss_rate:.1%}")
-        elif base is not None and rate - base > policy.max_confirm_miss_increase:
-            reasons.append(f"confirm miss rate {rate:.1%} vs baseline {base:.1%}")
-    worst = max((r.latency_p95_ms for r in canary if r.utterances), default=None)
+    failed = sorted(r.device_id for r in canary if not r.ok or r.boot_failures > 0)
+    if len(failed) > policy.max_failed_devices:
+        reasons.append(f"{len(failed)} canary device(s) failed or crashed: {', '.join(failed[:5])}")
+    rate, base_rate = _mean(r.confirm_miss_rate for r in canary), _mean(r.confirm_miss_rate for r in baseline)
+    if rate is not None and rate > policy.max_confirm_miss_rate:
+        reasons.append(f"confirm miss rate {rate:.1%} > {policy.max_confirm_miss_rate:.1%}")
+    elif rate is not None and base_rate is not None and rate - base_rate > policy.max_confirm_miss_increase:
+        reasons.append(f"confirm miss rate {rate:.1%} vs baseline {base_rate:.1%}")
+    worst = max((r.latency_ms for r in canary if r.latency_ms is not None), default=None)
     if worst is not None and worst > policy.max_latency_ms:
         reasons.append(f"latency p95 {worst:g} ms > {policy.max_latency_ms:g} ms")
-    median, base_median = _p95(canary), _p95(baseline)
+    median, base_median = _median(r.latency_ms for r in canary), _median(r.latency_ms for r in baseline)
     if median is not None and base_median and median / base_median > policy.max_latency_ratio:
         reasons.append(f"latency p95 {median:g} ms vs baseline {base_median:g} ms")
     if reasons:
         return Verdict("halt_rollback", tuple(reasons))
-    if len(canary) < policy.min_devices or confirms < policy.min_confirms:
-        return Verdict("wait", (f"{len(canary)} device(s), {confirms} confirmation(s) reported so far",))
+    if len(canary) < policy.min_devices:
+        return Verdict("wait", (f"{len(canary)} of {policy.min_devices} canary device(s) reported",))
     return Verdict("promote", ("no regression",))
+
+
+def reports_from_results(rows: Iterable[ResultRow]) -> list[DeviceReport]:
+    """The gateway's stored ``ota.result`` rows (one per device) as `DeviceReport`s."""
+    out = []
+    for row in rows:
+        metrics = row.metrics or {}
+        miss, latency = metrics.get("confirm_miss_rate"), metrics.get("latency_ms")
+        out.append(
+            DeviceReport(
+                device_id=row.device_id,
+                ok=row.ok,
+                confirm_miss_rate=float(miss) if miss is not None else None,
+                latency_ms=float(latency) if latency is not None else None,
+                boot_failures=int(metrics.get("boot_failures", 0) or 0),
+            )
+        )
+    return out
 
 
 def ota_limits(policy: CanaryPolicy, baseline: Sequence[DeviceReport]) -> CanaryLimits:
     """The per-result limits the gateway applies to each ``ota.result`` of this release."""
     from microclaw.gateway.ota import CanaryLimits
 
-    base = _p95(baseline)
-    latency = (
-        policy.max_latency_ms if base is None else min(policy.max_latency_ms, base * policy.max_latency_ratio)
-    )
+    base = _median(r.latency_ms for r in baseline)
+    ceiling = policy.max_latency_ms
+    latency = ceiling if base is None else min(ceiling, base * policy.max_latency_ratio)
     return CanaryLimits(
         max_boot_failures=0,
         max_confirm_miss_rate=policy.max_confirm_miss_rate,
