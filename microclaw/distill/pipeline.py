@@ -3,10 +3,11 @@
 ``pool.json`` (what to label: grammar utterances with their split, scrubbed traces) ->
 ``labels.db`` (the teacher's cache) -> ``dataset/`` (records and card) -> ``model/``
 (``model.tflite``, ``model.mcm``, ``metrics.json``, ``golden.json``) -> ``bundle/`` (signed).
-Each stage reads the previous one's files, so stages can be re-run one at a time; `run_all`
-runs them all. ``progress(stage, done, total)`` reports each stage's advance. numpy runs on one
-BLAS thread (threadpoolctl): on two cores a second thread made training ten times slower, and
-one thread keeps the arithmetic order, so the bytes, the same.
+Each stage reads the previous one's files, so stages can be re-run one at a time; ``microclaw
+distill all`` runs them all. The work directory and its subdirectories are private (0700): the
+pool and the dataset may hold (scrubbed) traces. ``progress(stage, done, total)`` reports each
+stage's advance. numpy runs on one BLAS thread (threadpoolctl): on two cores a second thread made
+training ten times slower, and one thread keeps the arithmetic order, so the bytes, the same.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from microclaw.distill.grammar import GrammarOracle, Utterance, generate
 from microclaw.distill.labels import HEADS, LABEL_SET_VERSION, label_map
 from microclaw.distill.teacher import PROMPT_VERSION, LabelCache, LabelStats, label_texts
 from microclaw.distill.train import TrainConfig
+from microclaw.private import private_dir, write_private
 
 if TYPE_CHECKING:
     import numpy as np
@@ -80,7 +82,7 @@ def write_pool(
     paths: Paths, *, seed: int = 0, per_template: int = 60, traces: list[str] | None = None
 ) -> None:
     grammar = generate(seed, per_template)
-    paths.root.mkdir(parents=True, exist_ok=True)
+    private_dir(paths.root)
     data = {
         "grammar": [
             {"text": u.text, "key": u.template, "expected": u.expected.model_dump(), "split": u.split}
@@ -88,8 +90,6 @@ def write_pool(
         ],
         "traces": traces or [],
     }
-    from microclaw.private import write_private
-
     write_private(paths.pool, json.dumps(data, indent=1, sort_keys=True))
 
 
@@ -142,7 +142,7 @@ def build_dataset(paths: Paths, progress: Progress = _quiet) -> dict[str, Any]:
     records, card = ds.build(grammar, traces, labels)
     stats_file = paths.root / "label-stats.json"
     stats = LabelStats(**json.loads(stats_file.read_text())) if stats_file.exists() else None
-    ds.write(paths.dataset, records, card, stats)
+    ds.write(private_dir(paths.dataset), records, card, stats)
     progress("dataset", 1, 1)
     return card
 
@@ -240,7 +240,7 @@ def train_model(
             if HEADS["intent"][int(p)] != r.intent
         ][:50],
     }
-    paths.model.mkdir(parents=True, exist_ok=True)
+    private_dir(paths.model)
     (paths.model / "model.tflite").write_bytes(tflite)
     (paths.model / "model.mcm").write_bytes(blob)
     (paths.model / "golden.json").write_text(json.dumps(golden, sort_keys=True) + "\n")
@@ -272,6 +272,7 @@ def make_bundle(
     records = ds.read(paths.dataset)
     teachers = sorted({r.teacher for r in records})
     config = metrics["config"]
+    private_dir(paths.bundle)
     manifest = bundle.build(
         paths.bundle / version,
         files={name: (paths.model / name).read_bytes() for name in ("model.tflite", "model.mcm")},

@@ -2,10 +2,11 @@
 
 `run_tflm` runs the exported ``.tflite`` on int8 rows; `check_bit_exact` compares it with the
 numpy reference (`QuantModel.logits`) and raises `NotBitExact` on the first differing row;
-`measure_arena` reads the tensor arena the interpreter's recording allocator used and
-proves the model runs in an arena of exactly that size. The figure is measured on this 64-bit host, so it
-is an upper bound for the device's 32-bit build (pointers in the arena's bookkeeping are half as
-wide there); the bundle ships it rounded up with `ARENA_MARGIN`.
+`measure_arena` starts from the tensor arena the interpreter's recording allocator reports and
+finds the smallest size (16-byte steps) in which a fresh interpreter allocates and runs the model,
+each probe in a forked child (TFLM crashed with SIGSEGV after failed allocations). The figure is
+measured on this 64-bit host, so it is an upper bound for the device's 32-bit build (pointers in
+the arena's bookkeeping are half as wide there); the bundle adds `ARENA_MARGIN`.
 """
 
 from __future__ import annotations

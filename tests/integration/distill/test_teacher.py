@@ -242,7 +242,9 @@ def test_distill_all_with_the_openai_fake_as_teacher_then_publish(tmp_path: Path
     # Labels come from the cache now: the server is gone, the labelling stage needs no request.
     again = _cli(env, "distill", "label", "--per-template", "10")
     assert again.returncode == 0 and "0 labelled in 0 request(s)" in again.stdout.replace("\n", " ")
-    assert os.stat(tmp_path / "data" / "distill" / "labels.db").st_mode & 0o077 == 0
+    work = tmp_path / "data" / "distill"
+    for private in (work / "labels.db", work / "pool.json", work, work / "dataset", work / "model"):
+        assert os.stat(private).st_mode & 0o077 == 0, private
 
 
 def test_label_without_a_configured_teacher_says_what_to_set(tmp_path: Path) -> None:
