@@ -122,6 +122,9 @@ TEMPLATES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "start counting down {dur}",
             "let me know when {dur} (are|is) up",
             "timer for {thing} {dur}",
+            "set me a timer for {dur}",
+            "please start a {dur} countdown",
+            "countdown for {dur} please",
         ),
     ),
     "timer_cancel": (
@@ -142,6 +145,9 @@ TEMPLATES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "(drop|abort) the timer",
             "no more timer" + _POLITE_POST,
             "switch off the countdown",
+            "please cancel my timer",
+            "stop the countdown now",
+            "turn the timer off",
         ),
     ),
     "timer_query": (
@@ -161,6 +167,8 @@ TEMPLATES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "time remaining on the timer",
             "how far along is the timer",
             "when will the timer (ring|go off)",
+            "how much longer on the timer",
+            "time left on my timer",
         ),
     ),
     "volume_up": (
@@ -183,6 +191,9 @@ TEMPLATES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "(bump|boost) the sound",
             "more volume" + _POLITE_POST,
             "(you are|you're) too quiet",
+            "turn up the volume please",
+            "can you make it louder",
+            "raise the sound a bit",
         ),
     ),
     "volume_down": (
@@ -203,6 +214,9 @@ TEMPLATES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "(drop|cut) the volume",
             "less volume" + _POLITE_POST,
             "tone it down",
+            "turn down the volume please",
+            "can you make it quieter",
+            "lower the sound a bit",
         ),
     ),
     "volume_set": (
@@ -221,6 +235,8 @@ TEMPLATES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "i want the volume at {level}",
             "adjust volume to {level}",
             "sound level {level}",
+            "please put volume at {level}",
+            "change volume to {level}",
         ),
     ),
     "mute": (
@@ -239,6 +255,8 @@ TEMPLATES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "go silent",
             "mute (it|everything)",
             "kill the sound",
+            "please mute the speaker",
+            "switch the sound off",
         ),
     ),
     "stop": (
@@ -260,6 +278,9 @@ TEMPLATES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "that's enough" + _POLITE_POST,
             "(hush|shush)",
             "end the alarm",
+            "stop stop stop",
+            "please be quiet now",
+            "stop the music please",
         ),
     ),
     "time": (
@@ -280,6 +301,9 @@ TEMPLATES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "have you got the time",
             "what's the current time",
             "give me the time",
+            "what time is it please",
+            "can you tell me the time",
+            "tell me what time it is",
         ),
     ),
     "confirm_yes": (
@@ -300,6 +324,9 @@ TEMPLATES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "(alright|all right)",
             "yes do that",
             "of course go ahead",
+            "yes go ahead please",
+            "ok do it",
+            "yeah sure",
         ),
     ),
     "confirm_no": (
@@ -319,6 +346,9 @@ TEMPLATES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "(nope|nah) (don't|not now)",
             "definitely not",
             "better not",
+            "no please don't",
+            "nope not now",
+            "no i don't want that",
         ),
     ),
     "confirm_cancel": (
@@ -337,6 +367,9 @@ TEMPLATES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "forget the whole thing",
             "cancel everything",
             "let's drop it",
+            "cancel it please",
+            "never mind forget it",
+            "abort that",
         ),
     ),
     "agent": (
@@ -393,6 +426,11 @@ TEMPLATES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "how hot is it in {place}",
             "remind me about {topic} (tomorrow|later)",
             "who won (the game|the match) last night",
+            "search the web for {topic}",
+            "send {person} a message",
+            "what's the weather going to be in {place}",
+            "read me {topic}",
+            "find me {topic}",
         ),
     ),
 }
