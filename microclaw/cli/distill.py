@@ -49,7 +49,7 @@ def _paths(settings: Settings, work: Path | None) -> Paths:
 @contextmanager
 def _errors() -> Iterator[None]:
     """Known failures as one line, never a traceback."""
-    from microclaw.errors import PermanentProviderError, TransientProviderError
+    from microclaw.errors import ConfigError, PermanentProviderError, TransientProviderError
 
     try:
         yield
@@ -61,6 +61,8 @@ def _errors() -> Iterator[None]:
         fail(f"{exc.filename}: missing (run the earlier stages first; `microclaw distill all` runs them all)")
     except (TransientProviderError, PermanentProviderError) as exc:
         fail(f"the teacher failed: {exc} (labels so far are cached; run again to resume)")
+    except ConfigError as exc:
+        fail(f"configuration error: {exc}", code=2)
     except ValueError as exc:
         fail(str(exc))
 
