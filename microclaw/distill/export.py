@@ -3,9 +3,9 @@ numbers as a flat little-endian blob for the firmware core's C inference (``mc_m
 
 The flatbuffer is built with the schema's generated object API that ships with the pinned
 ``tflite-micro`` wheel (``schema_py_generated``) over the ``flatbuffers`` runtime: one subgraph,
-two FULLY_CONNECTED operators (the first with a fused ReLU), per-channel int8 weights, int32
-biases. Constant buffers are 16-byte aligned, as TFLM wants for in-place use from flash.
-Deterministic: the same `QuantModel` gives the same bytes.
+two FULLY_CONNECTED operators (the first with a fused ReLU), int8 weights with per-channel (or
+per-tensor) scales, int32 biases. Constant buffers are 16-byte aligned, as TFLM wants for
+in-place use from flash. Deterministic: the same `QuantModel` gives the same bytes.
 
 The blob (``model.mcm``, format `MCM_MAGIC` v1) holds what the kernels use at run time, with the
 multipliers and shifts precomputed exactly as TFLM's Prepare computes them (all integers)::
@@ -96,21 +96,22 @@ def to_tflite(model: QuantModel, description: str = "microclaw router") -> bytes
     operators = []
     for i, layer in enumerate(model.layers):
         out_dim, in_dim = layer.weights.shape
+        scales = layer.weight_scales if layer.per_channel else layer.weight_scales[:1]
         w = tensor(
             f"dense{i}/weights",
             [out_dim, in_dim],
             fb.TensorType.INT8,
-            list(layer.weight_scales),
-            [0] * out_dim,
+            list(scales),
+            [0] * len(scales),
             layer.weights.astype(np.int8).tobytes(),
         )
-        bias_scales = np.float32(layer.input_scale) * layer.weight_scales
+        bias_scales = np.float32(layer.input_scale) * scales
         b = tensor(
             f"dense{i}/bias",
             [out_dim],
             fb.TensorType.INT32,
             list(bias_scales),
-            [0] * out_dim,
+            [0] * len(scales),
             layer.bias.astype("<i4").tobytes(),
         )
         last = i == len(model.layers) - 1

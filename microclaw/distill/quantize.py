@@ -1,6 +1,7 @@
 """Post-training int8 quantization and the integer reference forward pass.
 
-Scheme (TFLite's): weights int8 symmetric per output channel (zero point 0, range [-127, 127]);
+Scheme (TFLite's): weights int8 symmetric per output channel (or per tensor) (zero point 0,
+range [-127, 127]);
 biases int32 at scale ``input_scale * weight_scale[c]``; the input is the 0/1 feature vector at
 scale 1, zero point 0; the hidden activations (after ReLU) and the logits are int8 asymmetric
 with ranges measured on a calibration set. Scales are float32 (what the flatbuffer stores).
@@ -41,6 +42,7 @@ class QuantLayer:
     relu: bool
     multipliers: np.ndarray  # int32 [out]
     shifts: np.ndarray  # int32 [out]
+    per_channel: bool = True  # False: one weight scale for the whole tensor (all entries equal)
 
     @property
     def activation_range(self) -> tuple[int, int]:
@@ -139,11 +141,14 @@ def _layer(
     out_min: float,
     out_max: float,
     relu: bool,
+    per_channel: bool = True,
 ) -> QuantLayer:
     import numpy as np
 
     f32 = np.float32
     max_abs = np.abs(weights).max(axis=1)
+    if not per_channel:
+        max_abs = np.full_like(max_abs, max_abs.max())
     weight_scales = (np.where(max_abs > 0, max_abs, 1.0) / 127.0).astype(f32)
     qw = np.clip(np.round(weights / weight_scales[:, None]), -127, 127).astype(np.int8)
     bias_scales = f32(input_scale) * weight_scales  # float32 product, as the converter computes it
@@ -171,17 +176,19 @@ def _layer(
         relu=relu,
         multipliers=np.array(multipliers, np.int32),
         shifts=np.array(shifts, np.int32),
+        per_channel=per_channel,
     )
 
 
-def quantize(model: FloatModel, calibration: np.ndarray) -> QuantModel:
+def quantize(model: FloatModel, calibration: np.ndarray, *, per_channel: bool = True) -> QuantModel:
     """int8 model from a float one; activation ranges from ``calibration`` (int8 0/1 rows).
     The logit range is measured on the int8 hidden layer's output, so the second layer's
-    calibration already sees the first layer's quantization error."""
+    calibration already sees the first layer's quantization error. ``per_channel=False`` gives
+    per-tensor weight scales (TFLM's plain FullyConnected path; the pipeline uses per-channel)."""
     import numpy as np
 
     hidden = model.hidden(calibration)
-    first = _layer(model.w1, model.b1, 1.0, 0, 0.0, float(hidden.max()), relu=True)
+    first = _layer(model.w1, model.b1, 1.0, 0, 0.0, float(hidden.max()), relu=True, per_channel=per_channel)
     hq = forward(first, calibration)
     h_deq = (hq.astype(np.float32) - first.output_zero_point) * np.float32(first.output_scale)
     logits = h_deq @ model.w2.T + model.b2
@@ -193,5 +200,6 @@ def quantize(model: FloatModel, calibration: np.ndarray) -> QuantModel:
         float(logits.min()),
         float(logits.max()),
         relu=False,
+        per_channel=per_channel,
     )
     return QuantModel([first, second])

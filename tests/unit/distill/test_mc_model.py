@@ -158,3 +158,28 @@ def test_mc_model_compiles_warning_free_for_a_32_bit_xtensa_core(tmp_path: Path)
         ],
         check=True,
     )
+
+
+def test_per_tensor_quantization_is_bit_exact_in_tflite_micro_and_c(
+    harness: Path, small_model: Built, tmp_path: Path
+) -> None:
+    """TFLM's per-tensor FULLY_CONNECTED path (one weight scale per layer) agrees too."""
+    from microclaw.distill import export, quantize, train
+    from microclaw.distill.pipeline import _targets, one_thread
+
+    records = ds.read(small_model.paths.dataset)
+    train_rows = [r for r in records if r.split == "train"]
+    with one_thread():
+        x_train = features.matrix([r.text for r in train_rows], small_model.config.dim)
+        model = train.train(x_train, _targets(train_rows), small_model.config)
+    qmodel = quantize.quantize(model, x_train[::5], per_channel=False)
+    assert all(len(set(layer.multipliers.tolist())) == 1 for layer in qmodel.layers)
+    tflite = export.to_tflite(qmodel)
+    x = features.matrix([r.text for r in records], small_model.config.dim)
+    want = verify.check_bit_exact(tflite, qmodel, x)
+    blob = tmp_path / "per-tensor.mcm"
+    blob.write_bytes(export.to_blob(qmodel))
+    stdin = "".join(" ".join(str(int(v)) for v in row) + "\n" for row in x)
+    out = _run(harness, "invoke", str(blob), stdin=stdin)
+    got = np.array([[int(v) for v in line.split()] for line in out.splitlines()], dtype=np.int8)
+    assert np.array_equal(got, want)
