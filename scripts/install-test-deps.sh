@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond Python packages, idempotently:
 # Debian packages (redis-server for the Redis-broker test and the benchmark, dovecot-imapd for
-# the email connector tests), and the offline sandbox test image (built from Debian's
-# busybox-static; no registry needed).
+# the email connector tests, espeak-ng for the device voice tests), and the offline sandbox
+# test image (built from Debian's busybox-static; no registry needed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +13,8 @@ need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 # Dovecot's IMAP server for the email connector tests (dovecot-core, pulled in, ships dovecot-lda).
 [ -x /usr/lib/dovecot/imap ] || need+=(dovecot-imapd)
+# espeak-ng: the gateway's offline text to speech, and the spoken phrases of the voice tests.
+command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need[*]}"
   $SUDO apt-get update -qq

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import asyncio.sslproto
+import logging
 import signal
 import sys
 from typing import TYPE_CHECKING
@@ -17,11 +18,14 @@ import click
 
 from microclaw.cli.common import console, fail, load_settings_or_exit
 from microclaw.config import Settings
-from microclaw.errors import PermanentStoreError
+from microclaw.errors import ConfigError, PermanentStoreError
 from microclaw.logs import configure_logging
 
 if TYPE_CHECKING:
     from microclaw.gateway.ca import DeviceCA
+    from microclaw.gateway.voice import VoiceTurns
+
+logger = logging.getLogger(__name__)
 
 
 TLS_READ_BUFFER = 32 * 1024
@@ -36,6 +40,23 @@ def _ca(settings: Settings) -> DeviceCA:
     from microclaw.gateway.ca import DeviceCA
 
     return DeviceCA.load_or_create(settings.data_dir / "gateway", sans=settings.gateway.sans)
+
+
+def _voice(settings: Settings) -> VoiceTurns | None:
+    """The voice side from ``[voice]``: None when both directions are off. Providers load
+    their engines lazily (the offline model on the first voice turn)."""
+    v = settings.voice
+    if v.stt == "off" and v.tts == "off":
+        return None
+    from microclaw.gateway.speech import load_stt, load_tts
+    from microclaw.gateway.speech.espeak import EspeakTTS
+    from microclaw.gateway.voice import VoiceLimits, VoiceTurns
+
+    tts = load_tts(v)
+    if isinstance(tts, EspeakTTS) and not tts.available:
+        logger.warning("voice.tts is 'espeak' but espeak-ng is not installed: replies are text only")
+        tts = None
+    return VoiceTurns(VoiceLimits.from_settings(v), stt=load_stt(v), tts=tts)
 
 
 @gateway_main.command(help="Serve devices (pairing, sessions, replay) until stopped.")
@@ -60,6 +81,10 @@ def run(port: int | None) -> None:
     except PermanentStoreError as exc:
         fail(f"database migration failed, not starting: {exc}")
     g = settings.gateway
+    try:
+        voice = _voice(settings)
+    except ConfigError as exc:
+        fail(str(exc))
     ca = _ca(settings)
     engine = app_engine(settings)
     publish = Publisher(create_app(settings))
@@ -81,6 +106,7 @@ def run(port: int | None) -> None:
         reject=lambda error: reject(engine, error, source="device"),
         on_paired=lambda paired: make_group_folder(engine, settings.groups_dir, paired.folder),
         max_text_bytes=settings.router.max_text_bytes,
+        voice=voice,
     )
 
     # asyncio gives every TLS connection a 256 KiB read buffer (`SSLProtocol.max_size`), which

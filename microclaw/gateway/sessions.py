@@ -15,7 +15,9 @@ gateway answers ``welcome``, replays every event with seq > last_seen_seq from t
 `DeviceLog`, then streams new ones as the log grows (one watcher polls the log for all
 devices). Each ``message`` enters the same inbound path as every connector's
 (`microclaw.pipeline.inbound`, idempotent by ``message_id``) and is acked only after it is
-durable. WebSocket pings keep idle devices connected; a device that stops answering them is
+durable. Voice frames (``listen.*`` and binary audio) go to `microclaw.gateway.voice`, whose
+transcripts take the same inbound path; after a ``message`` event is sent, the voice side may
+speak it. WebSocket pings keep idle devices connected; a device that stops answering them is
 dropped. One session per device: a new one replaces the old.
 
 Does not sign anything itself (`microclaw.gateway.pairing`) and reads no settings beyond the
@@ -43,6 +45,7 @@ from microclaw.gateway import protocol as p
 from microclaw.gateway.ca import peer_identity
 from microclaw.gateway.devicelog import DeviceLog
 from microclaw.gateway.pairing import Paired, Pairing, PairingError, chat_of, display_code
+from microclaw.gateway.voice import SPEAKER, VoiceSession, VoiceTurns
 from microclaw.pipeline.inbound import IngestResult
 from microclaw.store import audit, devices
 from microclaw.store.db import now_ms, read_tx, write_tx
@@ -59,6 +62,7 @@ class Session:
     fingerprint: str
     sent_seq: int
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    voice: VoiceSession = field(default_factory=VoiceSession)
 
 
 class Gateway:
@@ -76,6 +80,7 @@ class Gateway:
         reject: Callable[[EnvelopeError], None],
         on_paired: Callable[[Paired], object] = lambda paired: None,
         max_text_bytes: int = 65536,
+        voice: VoiceTurns | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -86,6 +91,7 @@ class Gateway:
         self.reject = reject
         self.on_paired = on_paired
         self.max_text_bytes = max_text_bytes
+        self.voice = voice
         self.sessions: dict[str, Session] = {}
         self.preauth = 0
         self._stop = asyncio.Event()
@@ -120,6 +126,8 @@ class Gateway:
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
+                if self.voice is not None:
+                    await self.voice.close()
 
     def stop(self) -> None:
         self._stop.set()
@@ -231,6 +239,7 @@ class Gateway:
             await previous.ws.close(CLOSE_SUPERSEDED, "a newer session replaced this one")
         last_seq = await asyncio.to_thread(self.log.last_seq, device_id)
         session = Session(ws, row, fingerprint, sent_seq=min(hello.last_seen_seq, last_seq))
+        session.voice.speaker = SPEAKER in hello.capabilities
         self.sessions[device_id] = session
         await asyncio.to_thread(self._record, device_id, True, hello)
         logger.info("device %s online (fw %s)", device_id, hello.fw_version, extra={"device_id": device_id})
@@ -250,19 +259,47 @@ class Gateway:
             pump.cancel()
             with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
                 await pump
+            if self.voice is not None:
+                self.voice.end(session.voice)
             if self.sessions.get(device_id) is session:
                 del self.sessions[device_id]
                 await asyncio.to_thread(self._record, device_id, False, None)
             logger.info("device %s offline", device_id, extra={"device_id": device_id})
 
     async def _on_frame(self, session: Session, raw: str | bytes) -> None:
+        if isinstance(raw, bytes) and self.voice is not None:
+            await self.voice.on_audio(session.voice, raw, session.ws.send)
+            return
         try:
             message = p.parse_frame(raw, "session")
         except p.ProtocolError as exc:
             await session.ws.send(p.frame("error", code=exc.code, detail=exc.detail))
             return
+        if isinstance(message, p.ListenStart | p.ListenStop | p.ListenCancel):
+            await self._on_listen(session, message)
+            return
         status, detail = await asyncio.to_thread(self._ingest_message, session.device, message)
         await session.ws.send(p.frame("ack", message_id=message.message_id, status=status, **detail))
+
+    async def _on_listen(
+        self, session: Session, frame: p.ListenStart | p.ListenStop | p.ListenCancel
+    ) -> None:
+        if self.voice is None:
+            await session.ws.send(
+                p.frame(
+                    "error",
+                    code="voice_off",
+                    detail="voice is off on this gateway",
+                    listen_id=frame.listen_id,
+                )
+            )
+            return
+
+        async def ingest(message_id: str, text: str) -> tuple[str, dict[str, str]]:
+            message = p.DeviceMessage(type="message", message_id=message_id, text=text)
+            return await asyncio.to_thread(self._ingest_message, session.device, message)
+
+        await self.voice.on_frame(session.voice, frame, session.ws.send, ingest)
 
     def _ingest_message(
         self, device: devices.DeviceRow, message: p.DeviceMessage
@@ -305,6 +342,8 @@ class Gateway:
                     )
                 )
                 session.sent_seq = event.seq
+                if self.voice is not None:
+                    await self.voice.speak(session.voice, event, session.ws.send)
             if len(batch) < batch_size:
                 await session.wake.wait()
 
