@@ -94,6 +94,7 @@ class Gateway:
         self.voice = voice
         self.sessions: dict[str, Session] = {}
         self.preauth = 0
+        self.connections_seen = 0  # connections opened + closed (the entry point trims memory by it)
         self._stop = asyncio.Event()
 
     # --- serving ------------------------------------------------------------------------
@@ -133,13 +134,17 @@ class Gateway:
         self._stop.set()
 
     async def handler(self, ws: ServerConnection) -> None:
-        ssl_object = ws.transport.get_extra_info("ssl_object")
-        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-        identity = peer_identity(der)
-        if identity is None:
-            await self._preauth(ws)
-        else:
-            await self._session(ws, *identity)
+        self.connections_seen += 1
+        try:
+            ssl_object = ws.transport.get_extra_info("ssl_object")
+            der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+            identity = peer_identity(der)
+            if identity is None:
+                await self._preauth(ws)
+            else:
+                await self._session(ws, *identity)
+        finally:
+            self.connections_seen += 1
 
     # --- pre-auth: pairing only -----------------------------------------------------------
 
