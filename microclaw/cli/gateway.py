@@ -41,8 +41,10 @@ logger = logging.getLogger(__name__)
 #: asyncio's per-connection TLS read buffer (its default is 256 KiB, allocated up front). A
 #: smaller one only means more reads for a large record; devices send small frames.
 TLS_READ_BUFFER = 4 * 1024
-#: How often the gateway looks whether connections came or went (then trims the heap).
+#: How often the gateway looks whether connections came or went (then trims the heap), and the
+#: longest it waits for them to settle before trimming anyway.
 TRIM_CHECK_S = 0.5
+TRIM_MAX_GAP_S = 10.0
 
 
 @click.group(help="The device gateway: ESP32-S3 terminals over mutual TLS.")
@@ -84,7 +86,9 @@ def _start_migration() -> subprocess.Popen[str]:
 
 
 async def _trim_heap(gateway: Gateway) -> None:
-    """Return freed heap to the system after connections came or went (glibc only)."""
+    """Return freed heap to the system once connections came or went (glibc only): when they
+    have settled for one check, or at most every `TRIM_MAX_GAP_S` while they keep changing (a
+    trim of a fragmented heap takes tens of ms of the event loop, so not on every check)."""
     name = ctypes.util.find_library("c")
     try:
         trim = ctypes.CDLL(name).malloc_trim if name else None
@@ -92,12 +96,16 @@ async def _trim_heap(gateway: Gateway) -> None:
         trim = None
     if trim is None:
         return
-    seen = gateway.connections_seen
+    loop = asyncio.get_running_loop()
+    last = trimmed = gateway.connections_seen
+    last_trim = loop.time()
     while True:
         await asyncio.sleep(TRIM_CHECK_S)
-        if gateway.connections_seen != seen:
-            seen = gateway.connections_seen
+        seen = gateway.connections_seen
+        settled, last = seen == last, seen
+        if seen != trimmed and (settled or loop.time() - last_trim >= TRIM_MAX_GAP_S):
             trim(0)
+            trimmed, last_trim = seen, loop.time()
 
 
 @gateway_main.command(hidden=True, help="Migrate the app database (run by `run` in a child process).")
