@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond Python packages, idempotently:
 # Debian packages (redis-server for the Redis-broker test and the benchmark, dovecot-imapd for
-# the email connector tests; the firmware core's cross build: gcc-xtensa-lx106, its binutils,
-# picolibc and QEMU's Xtensa system emulator), and the offline sandbox test image (built from
-# Debian's busybox-static; no registry needed).
+# the email connector tests, espeak-ng for the device voice tests; the firmware core's cross
+# build: gcc-xtensa-lx106, its binutils, picolibc and QEMU's Xtensa system emulator), and the
+# offline sandbox test image (built from Debian's busybox-static; no registry needed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +22,8 @@ command -v xtensa-lx106-elf-gcc >/dev/null 2>&1 || need+=(gcc-xtensa-lx106)
 command -v xtensa-lx106-elf-size >/dev/null 2>&1 || need+=(binutils-xtensa-lx106)
 [ -f /usr/lib/xtensa-lx106-elf/picolibc.specs ] || need+=(picolibc-xtensa-lx106-elf)
 command -v qemu-system-xtensa >/dev/null 2>&1 || need+=(qemu-system-misc)
+# espeak-ng: the gateway's offline text to speech, and the spoken phrases of the voice tests.
+command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need[*]}"
   $SUDO apt-get update -qq

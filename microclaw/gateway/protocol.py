@@ -125,11 +125,41 @@ class OtaResult(_Frame):
     metrics: OtaMetrics | None = None
 
 
+# --- voice (session): audio in binary frames between listen.start and listen.stop ----------
+
+LISTEN_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
+ListenId = Annotated[StrictStr, Field(pattern=LISTEN_ID_PATTERN)]
+
+
+class ListenStart(_Frame):
+    type: Literal["listen.start"]
+    listen_id: ListenId
+    format: Literal["pcm16"] = "pcm16"
+    sample_rate: Annotated[StrictInt, Field(ge=8000, le=48000)] = 16000
+    channels: Literal[1] = 1
+
+
+class ListenStop(_Frame):
+    type: Literal["listen.stop"]
+    listen_id: ListenId
+
+
+class ListenCancel(_Frame):
+    type: Literal["listen.cancel"]
+    listen_id: ListenId
+
+
+def voice_message_id(listen_id: str) -> str:
+    """The ``message_id`` a voice turn's transcript is stored under (one per listen id)."""
+    return f"voice:{listen_id}"
+
+
 PairingFrame = Annotated[PairBegin | PairPoll | PairCsr, Field(discriminator="type")]
-SessionFrame = Annotated[DeviceMessage | OtaResult, Field(discriminator="type")]
+_SessionUnion = DeviceMessage | OtaResult | ListenStart | ListenStop | ListenCancel
+SessionFrame = Annotated[_SessionUnion, Field(discriminator="type")]
 _PAIRING: TypeAdapter[PairBegin | PairPoll | PairCsr] = TypeAdapter(PairingFrame)
 _HELLO: TypeAdapter[Hello] = TypeAdapter(Hello)
-_SESSION: TypeAdapter[DeviceMessage | OtaResult] = TypeAdapter(SessionFrame)
+_SESSION: TypeAdapter[_SessionUnion] = TypeAdapter(SessionFrame)
 _ADAPTERS: dict[str, TypeAdapter[Any]] = {"pairing": _PAIRING, "hello": _HELLO, "session": _SESSION}
 Phase = Literal["pairing", "hello", "session"]
 

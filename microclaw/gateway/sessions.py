@@ -15,7 +15,9 @@ gateway answers ``welcome``, replays every event with seq > last_seen_seq from t
 `DeviceLog`, then streams new ones as the log grows (one watcher polls the log for all
 devices). Each ``message`` enters the same inbound path as every connector's
 (`microclaw.pipeline.inbound`, idempotent by ``message_id``) and is acked only after it is
-durable. WebSocket pings keep idle devices connected; a device that stops answering them is
+durable. Voice frames (``listen.*`` and binary audio) go to `microclaw.gateway.voice`, whose
+transcripts take the same inbound path; after a ``message`` event is sent, the voice side may
+speak it. WebSocket pings keep idle devices connected; a device that stops answering them is
 dropped. One session per device: a new one replaces the old.
 
 OTA (optional, `microclaw.gateway.otaserve`): HTTPS requests under ``/ota/`` on the same port
@@ -47,6 +49,7 @@ from microclaw.gateway import protocol as p
 from microclaw.gateway.ca import peer_identity
 from microclaw.gateway.devicelog import DeviceLog
 from microclaw.gateway.pairing import Paired, Pairing, PairingError, chat_of, display_code
+from microclaw.gateway.voice import SPEAKER, VoiceSession, VoiceTurns
 from microclaw.pipeline.inbound import IngestResult
 from microclaw.store import audit, devices
 from microclaw.store.db import now_ms, read_tx, write_tx
@@ -66,6 +69,7 @@ class Session:
     fingerprint: str
     sent_seq: int
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    voice: VoiceSession = field(default_factory=VoiceSession)
 
 
 class Gateway:
@@ -84,6 +88,7 @@ class Gateway:
         on_paired: Callable[[Paired], object] = lambda paired: None,
         max_text_bytes: int = 65536,
         ota: OtaService | None = None,
+        voice: VoiceTurns | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -95,8 +100,10 @@ class Gateway:
         self.on_paired = on_paired
         self.max_text_bytes = max_text_bytes
         self.ota = ota
+        self.voice = voice
         self.sessions: dict[str, Session] = {}
         self.preauth = 0
+        self.connections_seen = 0  # connections opened + closed (the entry point trims memory by it)
         self._stop = asyncio.Event()
 
     # --- serving ------------------------------------------------------------------------
@@ -130,18 +137,24 @@ class Gateway:
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
+                if self.voice is not None:
+                    await self.voice.close()
 
     def stop(self) -> None:
         self._stop.set()
 
     async def handler(self, ws: ServerConnection) -> None:
-        ssl_object = ws.transport.get_extra_info("ssl_object")
-        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-        identity = peer_identity(der)
-        if identity is None:
-            await self._preauth(ws)
-        else:
-            await self._session(ws, *identity)
+        self.connections_seen += 1
+        try:
+            ssl_object = ws.transport.get_extra_info("ssl_object")
+            der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+            identity = peer_identity(der)
+            if identity is None:
+                await self._preauth(ws)
+            else:
+                await self._session(ws, *identity)
+        finally:
+            self.connections_seen += 1
 
     # --- pre-auth: pairing only -----------------------------------------------------------
 
@@ -241,6 +254,7 @@ class Gateway:
             await previous.ws.close(CLOSE_SUPERSEDED, "a newer session replaced this one")
         last_seq = await asyncio.to_thread(self.log.last_seq, device_id)
         session = Session(ws, row, fingerprint, sent_seq=min(hello.last_seen_seq, last_seq))
+        session.voice.speaker = SPEAKER in hello.capabilities
         self.sessions[device_id] = session
         await asyncio.to_thread(self._record, device_id, True, hello)
         logger.info("device %s online (fw %s)", device_id, hello.fw_version, extra={"device_id": device_id})
@@ -263,6 +277,8 @@ class Gateway:
             pump.cancel()
             with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
                 await pump
+            if self.voice is not None:
+                self.voice.end(session.voice)
             if self.sessions.get(device_id) is session:
                 del self.sessions[device_id]
                 if self.ota is not None:
@@ -271,6 +287,9 @@ class Gateway:
             logger.info("device %s offline", device_id, extra={"device_id": device_id})
 
     async def _on_frame(self, session: Session, raw: str | bytes) -> None:
+        if isinstance(raw, bytes) and self.voice is not None:
+            await self.voice.on_audio(session.voice, raw, session.ws.send)
+            return
         try:
             message = p.parse_frame(raw, "session")
         except p.ProtocolError as exc:
@@ -287,8 +306,31 @@ class Gateway:
                     answer = p.frame("error", code="unavailable", detail="not stored; report again later")
                 await session.ws.send(answer)
             return
+        if isinstance(message, p.ListenStart | p.ListenStop | p.ListenCancel):
+            await self._on_listen(session, message)
+            return
         status, detail = await asyncio.to_thread(self._ingest_message, session.device, message)
         await session.ws.send(p.frame("ack", message_id=message.message_id, status=status, **detail))
+
+    async def _on_listen(
+        self, session: Session, frame: p.ListenStart | p.ListenStop | p.ListenCancel
+    ) -> None:
+        if self.voice is None:
+            await session.ws.send(
+                p.frame(
+                    "error",
+                    code="voice_off",
+                    detail="voice is off on this gateway",
+                    listen_id=frame.listen_id,
+                )
+            )
+            return
+
+        async def ingest(message_id: str, text: str) -> tuple[str, dict[str, str]]:
+            message = p.DeviceMessage(type="message", message_id=message_id, text=text)
+            return await asyncio.to_thread(self._ingest_message, session.device, message)
+
+        await self.voice.on_frame(session.voice, frame, session.ws.send, ingest)
 
     def _ingest_message(
         self, device: devices.DeviceRow, message: p.DeviceMessage
@@ -331,6 +373,8 @@ class Gateway:
                     )
                 )
                 session.sent_seq = event.seq
+                if self.voice is not None:
+                    await self.voice.speak(session.voice, event, session.ws.send)
             if len(batch) < batch_size:
                 await session.wake.wait()
 

@@ -16,7 +16,12 @@ write it into the inactive slot (a file next to the NVS file), switch slots and 
 ``ota.result`` (kept until the gateway's ``ota.ack``, resent after a reconnect). An
 ``ota.rollback`` for the running release switches back to the previous slot.
 
-Not a hardware model: no audio, no screen. It is not imported by the gateway.
+Voice: `listen` sends a voice turn (``listen.start``, PCM16 in binary frames, ``listen.stop``)
+on the open connection; ``transcripts`` keeps the gateway's answers by listen id, ``speech``
+the audio received between ``speak.start`` and ``speak.end`` by event seq, ``errors`` every
+``error`` frame. Declare ``capabilities=["text", "speaker"]`` to be spoken to.
+
+Not a hardware model: no microphone, no screen. It is not imported by the gateway.
 """
 
 from __future__ import annotations
@@ -112,6 +117,7 @@ class DeviceSimulator:
         backoff: tuple[float, float] = (0.05, 2.0),
         board: str = "",
         ota_public_key: str | None = None,
+        capabilities: tuple[str, ...] = ("text",),
     ) -> None:
         self.nvs = Nvs.open(nvs_path)
         if device_id is not None:
@@ -140,6 +146,12 @@ class DeviceSimulator:
         self.closes: list[int | None] = []
         self.connected = asyncio.Event()
         self._wake = asyncio.Event()
+        self.capabilities = list(capabilities)
+        self.transcripts: dict[str, dict[str, Any]] = {}
+        self.speech: dict[int, dict[str, Any]] = {}
+        self.errors: list[dict[str, Any]] = []
+        self._speaking: dict[str, Any] | None = None
+        self._ws: ClientConnection | None = None
 
     # --- identity -------------------------------------------------------------------------
 
@@ -272,7 +284,7 @@ class DeviceSimulator:
                         "last_seen_seq": self.last_seen_seq,
                         "fw_version": self.fw_version,
                         "model_version": self.model_version,
-                        "capabilities": ["text"],
+                        "capabilities": self.capabilities,
                         "board": self.board,
                     }
                 )
@@ -283,12 +295,17 @@ class DeviceSimulator:
             if self.last_seen_seq > int(welcome["last_seq"]):
                 self.nvs.data["last_seen_seq"] = 0  # the gateway's log was reset
                 self.nvs.save()
+            self._ws = ws
             self.connected.set()
             sender = asyncio.create_task(self._send_queue(ws))
             stopper = asyncio.create_task(stop.wait())
             try:
                 async for raw in ws:
+                    if isinstance(raw, bytes):
+                        self._on_audio(raw)
+                        continue
                     frame = json.loads(raw)
+                    self._on_voice(frame)
                     if frame["type"] == "event":
                         self._on_event(frame)
                     elif frame["type"] == "ack":
@@ -309,10 +326,48 @@ class DeviceSimulator:
                     if stop.is_set():
                         break
             finally:
+                self._ws = None
                 self.connected.clear()
                 self.closes.append(ws.close_code)
                 sender.cancel()
                 stopper.cancel()
+
+    # --- voice ----------------------------------------------------------------------------
+
+    async def listen(
+        self, listen_id: str, pcm: bytes, *, sample_rate: int = 16000, chunk_bytes: int = 3200
+    ) -> None:
+        """Send one voice turn on the open connection (`ConnectionError` when there is none)."""
+        ws = self._ws
+        if ws is None:
+            raise ConnectionError("not connected")
+        start = {
+            "type": "listen.start",
+            "listen_id": listen_id,
+            "format": "pcm16",
+            "sample_rate": sample_rate,
+        }
+        await ws.send(json.dumps(start))
+        for i in range(0, len(pcm), chunk_bytes):
+            await ws.send(pcm[i : i + chunk_bytes])
+        await ws.send(json.dumps({"type": "listen.stop", "listen_id": listen_id}))
+
+    def _on_voice(self, frame: dict[str, Any]) -> None:
+        kind = frame.get("type")
+        if kind == "transcript":
+            self.transcripts[str(frame["listen_id"])] = frame
+        elif kind == "error":
+            self.errors.append(frame)
+        elif kind == "speak.start":
+            self._speaking = {**frame, "audio": bytearray()}
+        elif kind == "speak.end" and self._speaking is not None:
+            done, self._speaking = self._speaking, None
+            done["audio"] = bytes(done["audio"])
+            self.speech[int(frame["seq"])] = done
+
+    def _on_audio(self, data: bytes) -> None:
+        if self._speaking is not None:
+            self._speaking["audio"] += data
 
     def _drop_acked(self, message_id: str) -> None:
         for item in list(self.queue):
