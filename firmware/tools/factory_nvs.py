@@ -11,7 +11,7 @@ Namespace ``mc_factory``, keys (<= 15 characters each, read by firmware/main/pro
                    ``--ca-pin`` is given, required to match it (a pasted pin from another gateway
                    is refused);
 - ``ota_pubkey``   blob, the 32-byte ed25519 public key OTA manifests are signed with;
-- ``board``        string, the board name OTA manifests must name (``esp32-s3-box-3``).
+- ``board``        string, the board OTA manifests name (``esp32s3-box3``, `microclaw ota publish --board`).
 
 The image is made by Espressif's ``esp-idf-nvs-partition-gen`` (PyPI) from a CSV this tool
 writes; flash it with ``esptool.py --chip esp32s3 write_flash 0x12000 fctry.bin`` (the offset of
@@ -19,7 +19,8 @@ writes; flash it with ``esptool.py --chip esp32s3 write_flash 0x12000 fctry.bin`
 nothing is written then.
 
     python firmware/tools/factory_nvs.py --gateway-url wss://192.168.1.10:8766 \
-        --ca-pem ca.pem --ca-pin "$(microclaw-gateway ca-pin)" --ota-pubkey HEX --out fctry.bin
+        --ca-pem ca.pem --ca-pin "$(microclaw-gateway ca-pin)" \
+        --ota-pubkey "$(microclaw ota pubkey --format hex)" --out fctry.bin
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 NAMESPACE = "mc_factory"
 DEFAULT_SIZE = 0x6000  # the fctry partition in firmware/partitions.csv
-BOARD = "esp32-s3-box-3"
+BOARD = "esp32s3-box3"
 MAX_URL = 200
 _BOARD = re.compile(r"^[a-z0-9][a-z0-9-]{1,39}$")
 

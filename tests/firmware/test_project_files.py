@@ -220,7 +220,7 @@ def test_factory_nvs_image_carries_url_ca_pin_and_ota_key(tmp_path: Path) -> Non
         ("mc_factory", "ca_pem"): ca.ca_pem,
         ("mc_factory", "ca_pin"): ca.pin(),
         ("mc_factory", "ota_pubkey"): ota_key,
-        ("mc_factory", "board"): "esp32-s3-box-3",
+        ("mc_factory", "board"): "esp32s3-box3",
     }
     # The pin is the SPKI hash of the stored CA, the same the gateway's `ca-pin` prints.
     spki = ca.cert.public_key().public_bytes(
