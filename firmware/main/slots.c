@@ -3,8 +3,6 @@
  */
 #include "slots.h"
 
-#include <string.h>
-
 #include "esp_log.h"
 #include "esp_ota_ops.h"
 #include "esp_partition.h"
@@ -14,86 +12,95 @@ static const char *TAG = "slots";
 #define MODEL_SUBTYPE ((esp_partition_subtype_t)0x40)
 
 static esp_ota_handle_t s_ota;
-static const esp_partition_t *s_target[2];
-static size_t s_written[2];
+static bool s_ota_open;
+static size_t s_model_written;
 
-static const esp_partition_t *model_slot(const char *name)
+static const esp_partition_t *partition(int kind, int slot)
 {
-    return esp_partition_find_first(ESP_PARTITION_TYPE_DATA, MODEL_SUBTYPE, name);
-}
-
-static uint8_t active_model(void) /* 0: model_a, 1: model_b, 0xff: none */
-{
-    nvs_handle_t h;
-    uint8_t active = 0xff;
-    if (nvs_open("mc_slots", NVS_READONLY, &h) == ESP_OK) {
-        nvs_get_u8(h, "model", &active);
-        nvs_close(h);
+    if (slot != 0 && slot != 1) {
+        return NULL;
     }
-    return active;
-}
-
-esp_err_t slots_begin(slot_kind_t kind, size_t size)
-{
-    s_written[kind] = 0;
     if (kind == SLOT_FIRMWARE) {
-        s_target[kind] = esp_ota_get_next_update_partition(NULL);
-        if (s_target[kind] == NULL || size > s_target[kind]->size) {
-            return ESP_ERR_INVALID_SIZE;
-        }
-        return esp_ota_begin(s_target[kind], size, &s_ota);
+        return esp_partition_find_first(ESP_PARTITION_TYPE_APP,
+                                        (esp_partition_subtype_t)(ESP_PARTITION_SUBTYPE_APP_OTA_0 + slot), NULL);
     }
-    s_target[kind] = model_slot(active_model() == 0 ? "model_b" : "model_a");
-    if (s_target[kind] == NULL || size > s_target[kind]->size) {
+    return esp_partition_find_first(ESP_PARTITION_TYPE_DATA, MODEL_SUBTYPE, slot == 0 ? "model_a" : "model_b");
+}
+
+esp_err_t slots_begin(int kind, int slot, size_t size)
+{
+    const esp_partition_t *p = partition(kind, slot);
+    if (p == NULL || size == 0 || size > p->size) {
         return ESP_ERR_INVALID_SIZE;
     }
-    const size_t sector = s_target[kind]->erase_size;
-    return esp_partition_erase_range(s_target[kind], 0, (size + sector - 1) / sector * sector);
+    if (kind == SLOT_FIRMWARE) {
+        if (p == esp_ota_get_running_partition()) {
+            return ESP_ERR_INVALID_STATE; /* never overwrite the image that runs */
+        }
+        if (s_ota_open) {
+            esp_ota_abort(s_ota);
+        }
+        esp_err_t err = esp_ota_begin(p, size, &s_ota);
+        s_ota_open = err == ESP_OK;
+        return err;
+    }
+    s_model_written = 0;
+    const size_t sector = p->erase_size;
+    return esp_partition_erase_range(p, 0, (size + sector - 1) / sector * sector);
 }
 
-esp_err_t slots_write(slot_kind_t kind, const void *data, size_t len)
+esp_err_t slots_write(int kind, int slot, const void *data, size_t len)
 {
-    if (s_target[kind] == NULL) {
-        return ESP_ERR_INVALID_STATE;
+    if (kind == SLOT_FIRMWARE) {
+        return s_ota_open ? esp_ota_write(s_ota, data, len) : ESP_ERR_INVALID_STATE;
     }
-    esp_err_t err = kind == SLOT_FIRMWARE ? esp_ota_write(s_ota, data, len)
-                                          : esp_partition_write(s_target[kind], s_written[kind], data, len);
+    const esp_partition_t *p = partition(kind, slot);
+    if (p == NULL || s_model_written + len > p->size) {
+        return ESP_ERR_INVALID_SIZE;
+    }
+    esp_err_t err = esp_partition_write(p, s_model_written, data, len);
     if (err == ESP_OK) {
-        s_written[kind] += len;
+        s_model_written += len;
     }
     return err;
 }
 
-esp_err_t slots_abort(slot_kind_t kind)
+esp_err_t slots_finish(int kind, int slot)
 {
-    if (kind == SLOT_FIRMWARE && s_target[kind] != NULL) {
-        esp_ota_abort(s_ota);
+    (void)slot;
+    if (kind != SLOT_FIRMWARE) {
+        return ESP_OK;
     }
-    s_target[kind] = NULL;
-    return ESP_OK;
-}
-
-esp_err_t slots_commit(slot_kind_t kind)
-{
-    const esp_partition_t *target = s_target[kind];
-    s_target[kind] = NULL;
-    if (target == NULL) {
+    if (!s_ota_open) {
         return ESP_ERR_INVALID_STATE;
     }
+    s_ota_open = false;
+    return esp_ota_end(s_ota); /* checks the app image header, segments and its own SHA-256 */
+}
+
+esp_err_t slots_set_boot(int kind, int slot)
+{
+    const esp_partition_t *p = partition(kind, slot);
+    if (p == NULL) {
+        return ESP_ERR_NOT_FOUND;
+    }
     if (kind == SLOT_FIRMWARE) {
-        /* esp_ota_end checks the image (header, segments, the app's own SHA-256) on top of the
-         * core's manifest checks; the boot partition switches only when it passes. */
-        esp_err_t err = esp_ota_end(s_ota);
-        return err == ESP_OK ? esp_ota_set_boot_partition(target) : err;
+        return esp_ota_set_boot_partition(p);
     }
     nvs_handle_t h;
     esp_err_t err = nvs_open("mc_slots", NVS_READWRITE, &h);
     if (err == ESP_OK) {
-        err = nvs_set_u8(h, "model", strcmp(target->label, "model_a") == 0 ? 0 : 1);
+        err = nvs_set_u8(h, "model", (uint8_t)slot);
         if (err == ESP_OK) err = nvs_commit(h);
         nvs_close(h);
     }
     return err;
+}
+
+int slots_running_firmware(void)
+{
+    const esp_partition_t *running = esp_ota_get_running_partition();
+    return running->subtype == ESP_PARTITION_SUBTYPE_APP_OTA_1 ? 1 : 0;
 }
 
 bool slots_firmware_pending_verify(void)
@@ -116,11 +123,13 @@ void slots_firmware_rollback_and_reboot(void)
 
 const void *slots_model_map(size_t *size)
 {
-    const uint8_t active = active_model();
-    if (active > 1) {
-        return NULL;
+    nvs_handle_t h;
+    uint8_t active = 0xff;
+    if (nvs_open("mc_slots", NVS_READONLY, &h) == ESP_OK) {
+        nvs_get_u8(h, "model", &active);
+        nvs_close(h);
     }
-    const esp_partition_t *p = model_slot(active == 0 ? "model_a" : "model_b");
+    const esp_partition_t *p = partition(SLOT_MODEL, active);
     const void *ptr = NULL;
     esp_partition_mmap_handle_t handle;
     if (p == NULL || esp_partition_mmap(p, 0, p->size, ESP_PARTITION_MMAP_DATA, &ptr, &handle) != ESP_OK) {
