@@ -8,7 +8,7 @@
 
 #include "esp_err.h"
 
-/* A fresh P-256 key as PKCS#8/SEC1 PEM into `key_pem`, and a CSR with subject CN=`device_id`
- * signed by it into `csr_pem`. */
-esp_err_t identity_make_key_and_csr(const char *device_id, char *key_pem, size_t key_cap, char *csr_pem,
-                                    size_t csr_cap);
+/* A CSR with subject CN=`device_id` into `csr_pem`, signed by the key in `key_pem_in` (PEM), or
+ * by a fresh P-256 key when it is NULL; the key used is written as PEM to `key_pem_out`. */
+esp_err_t identity_make_csr(const char *device_id, const char *key_pem_in, char *key_pem_out, size_t key_cap,
+                            char *csr_pem, size_t csr_cap);

@@ -151,6 +151,6 @@ esp_err_t provision_wifi(const char *device_id, uint32_t timeout_ms)
         ESP_ERROR_CHECK(esp_wifi_set_mode(WIFI_MODE_STA));
         ESP_ERROR_CHECK(esp_wifi_start());
     }
-    const EventBits_t bits = xEventGroupWaitBits(s_wifi, WIFI_UP, pdFALSE, pdTRUE, pdMS_TO_TICKS(timeout_ms));
+    const EventBits_t bits = xEventGroupWaitBits(s_wifi, WIFI_UP, pdFALSE, pdTRUE, timeout_ms ? pdMS_TO_TICKS(timeout_ms) : portMAX_DELAY);
     return (bits & WIFI_UP) ? ESP_OK : ESP_ERR_TIMEOUT;
 }

@@ -33,7 +33,7 @@ esp_err_t provision_nvs_init(void);
 esp_err_t provision_load_factory(factory_t *out);
 
 /* Starts Wi-Fi: BLE provisioning on first boot (service name PROV_<device id>, proof of possession
- * from Kconfig), then station mode; blocks until an IP address or `timeout_ms`. */
+ * from Kconfig), then station mode; blocks until an IP address or `timeout_ms` (0: no limit). */
 esp_err_t provision_wifi(const char *device_id, uint32_t timeout_ms);
 
 /* `sha256/<base64>` of the SubjectPublicKeyInfo of the first certificate in `pem`. */
