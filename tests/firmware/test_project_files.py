@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import csv
 import hashlib
+import re
 import shutil
 import subprocess
 import sys
@@ -301,9 +302,10 @@ def test_kconfig_menu_parses_with_the_gateway_url_and_board_pins() -> None:
     )
     assert check.returncode == 0, check.stdout + check.stderr
     # Every option the C code reads is declared (CONFIG_MICROCLAW_* in main/).
-    used = set()
-    for source in (FW / "main").glob("*.[ch]"):
-        for word in source.read_text().replace("(", " ").replace(")", " ").split():
-            if word.startswith("CONFIG_MICROCLAW_"):
-                used.add(word.removeprefix("CONFIG_").rstrip(",;"))
+    used = {
+        name
+        for source in (FW / "main").glob("*.[ch]")
+        for name in re.findall(r"\bCONFIG_(MICROCLAW_[A-Z0-9_]+)", source.read_text())
+    }
+    assert "MICROCLAW_GATEWAY_URL" in used and "MICROCLAW_PIN_PTT" in used
     assert used <= set(symbols), used - set(symbols)
