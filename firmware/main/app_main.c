@@ -81,6 +81,8 @@ static void on_ptt(bool down, void *ctx)
     xQueueSend(s_queue, &m, 0);
 }
 
+static bool s_link_with_cert;
+
 static esp_err_t open_link(void)
 {
     const bool paired = mc_pairing_is_paired(&s_hal) == 1 &&
@@ -93,6 +95,7 @@ static esp_err_t open_link(void)
         .max_frame = MC_FRAME_IN_MAX,
         .cb = on_net,
     };
+    s_link_with_cert = paired;
     ESP_LOGI(TAG, "connecting to %s (%s)", cfg.url, paired ? "session" : "pairing");
     return net_open(&cfg);
 }
@@ -193,6 +196,14 @@ static void run(void)
             backoff_ms = 500;
         }
         mc_device_tick(&s_dev);
+        if (link_open && !s_link_with_cert && mc_pairing_is_paired(&s_hal) == 1) {
+            /* paired on the pre-auth link: reconnect with the new certificate right away */
+            net_close();
+            mc_device_disconnected(&s_dev);
+            link_open = false;
+            backoff_ms = 500;
+            next_connect_ms = 0;
+        }
 
         if (testing && s_dev.welcomed) {
             mc_device_self_test(&s_dev, MC_KIND_FIRMWARE, 1, "");

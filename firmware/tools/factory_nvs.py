@@ -96,8 +96,16 @@ def write_csv(path: Path, url: str, pem_path: Path, pin: str, pubkey_hex: str, b
         out.writerow(["board", "data", "string", board])
 
 
-def build(url: str, pem: str, pin: str | None, pubkey_hex: str, out: Path, *, board: str = BOARD,
-          size: int = DEFAULT_SIZE) -> None:
+def build(
+    url: str,
+    pem: str,
+    pin: str | None,
+    pubkey_hex: str,
+    out: Path,
+    *,
+    board: str = BOARD,
+    size: int = DEFAULT_SIZE,
+) -> None:
     """Check the inputs and write the image to ``out`` (via the Espressif generator)."""
     computed = check(url, pem, pin, pubkey_hex, board)
     if size % 4096 or size < 0x3000:
@@ -110,9 +118,19 @@ def build(url: str, pem: str, pin: str | None, pubkey_hex: str, out: Path, *, bo
         write_csv(table, url, pem_path, computed, pubkey_hex, board)
         image = work / "fctry.bin"
         result = subprocess.run(
-            [sys.executable, "-m", "esp_idf_nvs_partition_gen", "generate", str(table), str(image),
-             hex(size)],
-            capture_output=True, text=True, cwd=work, check=False,
+            [
+                sys.executable,
+                "-m",
+                "esp_idf_nvs_partition_gen",
+                "generate",
+                str(table),
+                str(image),
+                hex(size),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=work,
+            check=False,
         )
         # The generator exits 0 on some errors (it prints and stops): trust only the file.
         if result.returncode != 0 or not image.exists() or image.stat().st_size != size:
@@ -132,8 +150,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         pem = args.ca_pem.read_text()
-        build(args.gateway_url, pem, args.ca_pin, args.ota_pubkey, args.out, board=args.board,
-              size=int(args.size, 0))
+        build(
+            args.gateway_url,
+            pem,
+            args.ca_pin,
+            args.ota_pubkey,
+            args.out,
+            board=args.board,
+            size=int(args.size, 0),
+        )
     except (BadInput, OSError, ValueError) as exc:
         print(f"factory_nvs: {exc}", file=sys.stderr)
         return 2

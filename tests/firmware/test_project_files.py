@@ -174,10 +174,14 @@ def without(text: str, name: str) -> str:
     ("change", "expected"),
     [
         (lambda t: t.replace("0x420000, 0x400000", "0x420000, 0x3f0000"), "differ in size"),
-        (lambda t: t.replace("ota_1,    app,  ota_1,   0x420000", "ota_1,    app,  ota_1,   0x418000"),
-         "not aligned"),
-        (lambda t: t.replace("model_b,  data, 0x40,    0xb20000", "model_b,  data, 0x40,    0x900000"),
-         "overlaps"),
+        (
+            lambda t: t.replace("ota_1,    app,  ota_1,   0x420000", "ota_1,    app,  ota_1,   0x418000"),
+            "not aligned",
+        ),
+        (
+            lambda t: t.replace("model_b,  data, 0x40,    0xb20000", "model_b,  data, 0x40,    0x900000"),
+            "overlaps",
+        ),
         (lambda t: t.replace("0xb20000, 0x300000", "0xf20000, 0x300000"), "past the 16 MB"),
         (lambda t: without(t, "otadata"), "otadata"),
         (lambda t: without(t, "model_b"), "two model slots"),
@@ -192,18 +196,35 @@ def test_the_table_checks_catch_broken_layouts(change: Callable[[str], str], exp
 # --- the factory NVS image ---------------------------------------------------------------
 
 
-def factory(tmp_path: Path, *extra: str, pin: str | None = None, url: str = "wss://192.168.1.10:8766",
-            pubkey: str | None = None) -> tuple[subprocess.CompletedProcess[str], Path, DeviceCA, bytes]:
+def factory(
+    tmp_path: Path,
+    *extra: str,
+    pin: str | None = None,
+    url: str = "wss://192.168.1.10:8766",
+    pubkey: str | None = None,
+) -> tuple[subprocess.CompletedProcess[str], Path, DeviceCA, bytes]:
     ca = DeviceCA.load_or_create(tmp_path / "gateway")
     (tmp_path / "ca.pem").write_text(ca.ca_pem)
-    ota_key = Ed25519PrivateKey.generate().public_key().public_bytes(
-        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    ota_key = (
+        Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     )
     out = tmp_path / "fctry.bin"
     args = [
-        sys.executable, str(TOOL), "--gateway-url", url, "--ca-pem", str(tmp_path / "ca.pem"),
-        "--ca-pin", pin if pin is not None else ca.pin(), "--ota-pubkey", pubkey or ota_key.hex(),
-        "--out", str(out), *extra,
+        sys.executable,
+        str(TOOL),
+        "--gateway-url",
+        url,
+        "--ca-pem",
+        str(tmp_path / "ca.pem"),
+        "--ca-pin",
+        pin if pin is not None else ca.pin(),
+        "--ota-pubkey",
+        pubkey or ota_key.hex(),
+        "--out",
+        str(out),
+        *extra,
     ]
     return subprocess.run(args, capture_output=True, text=True, timeout=120), out, ca, ota_key
 
@@ -227,9 +248,10 @@ def test_factory_nvs_image_carries_url_ca_pin_and_ota_key(tmp_path: Path) -> Non
     spki = ca.cert.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    assert read.values[("mc_factory", "ca_pin")] == "sha256/" + base64.b64encode(
-        hashlib.sha256(spki).digest()
-    ).decode()
+    assert (
+        read.values[("mc_factory", "ca_pin")]
+        == "sha256/" + base64.b64encode(hashlib.sha256(spki).digest()).decode()
+    )
 
 
 def test_the_nvs_reader_rejects_a_flipped_bit(tmp_path: Path) -> None:
@@ -249,8 +271,9 @@ def test_the_nvs_reader_rejects_a_flipped_bit(tmp_path: Path) -> None:
         ({"pubkey": "ab" * 31}, "64 hex digits"),
     ],
 )
-def test_bad_factory_input_is_refused_and_writes_nothing(tmp_path: Path, kwargs: dict[str, str],
-                                                         reason: str) -> None:
+def test_bad_factory_input_is_refused_and_writes_nothing(
+    tmp_path: Path, kwargs: dict[str, str], reason: str
+) -> None:
     result, out, _, _ = factory(tmp_path, **kwargs)
     assert result.returncode == 2
     assert reason in result.stderr
@@ -264,8 +287,12 @@ def test_component_manifest_is_valid_and_every_dependency_is_bounded(tmp_path: P
     manager = ManifestManager(FW / "main", "main")
     assert manager.validation_errors == []
     requirements = {r.name: r.version_spec for r in manager.manifest.requirements}
-    for name in ("espressif/esp_websocket_client", "espressif/esp_codec_dev", "lvgl/lvgl",
-                 "espressif/esp-tflite-micro"):
+    for name in (
+        "espressif/esp_websocket_client",
+        "espressif/esp_codec_dev",
+        "lvgl/lvgl",
+        "espressif/esp-tflite-micro",
+    ):
         assert name in requirements, name
     for name, spec in requirements.items():
         assert spec and "*" not in spec, f"{name}: unpinned"
@@ -298,7 +325,9 @@ def test_kconfig_menu_parses_with_the_gateway_url_and_board_pins() -> None:
     # The ESP-IDF style checker (what Espressif's pre-commit hook runs) accepts the file.
     check = subprocess.run(
         [sys.executable, "-m", "kconfcheck", str(FW / "main" / "Kconfig.projbuild")],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert check.returncode == 0, check.stdout + check.stderr
     # Every option the C code reads is declared (CONFIG_MICROCLAW_* in main/).
