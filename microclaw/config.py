@@ -350,6 +350,28 @@ class GatewaySettings(SettingsTable):
     replay_batch: int = Field(200, ge=1)
 
 
+# --- [ota] ----------------------------------------------------------------------------------
+
+
+class OtaSettings(SettingsTable):
+    """Signed OTA for device firmware and model bundles (``microclaw ota``; the gateway serves
+    them): where the signing key lives, and when a rollout halts by itself."""
+
+    section: ClassVar[str] = "ota"
+
+    # The ed25519 signing key: outside the project and the data directory (publishers need it,
+    # the gateway never does).
+    key_file: ResolvedPath = Path("~/.config/microclaw/ota-ed25519.key")
+    # Prefix of the image URL in manifests; empty: a path on the gateway the device talks to.
+    base_url: OptionalUrl = ""
+    max_image_bytes: int = Field(16 * 1024 * 1024, ge=1)
+    halt_failure_rate: float = Field(0.2, ge=0, le=1)
+    halt_min_results: int = Field(5, ge=1)
+    max_boot_failures: int = Field(0, ge=0)
+    max_confirm_miss_rate: float = Field(0.2, ge=0, le=1)
+    max_latency_ms: float = Field(2000.0, gt=0)
+
+
 # --- [sandbox] ------------------------------------------------------------------------------
 
 #: Unix socket paths are limited to 108 bytes; the sandbox puts ``<run_dir>/e/<12 hex>/proxy.sock``
@@ -551,6 +573,7 @@ class Settings(SettingsTable):
     logging: LoggingSettings
     sandbox: SandboxSettings
     gateway: GatewaySettings = Field(default_factory=lambda: GatewaySettings.model_validate({}))
+    ota: OtaSettings = Field(default_factory=lambda: OtaSettings.model_validate({}))
     # Policy files live outside the project and are never mounted into containers.
     sender_allowlist_path: ResolvedPath = Path("~/.config/microclaw/sender-allowlist.json")
     mount_allowlist_path: ResolvedPath = Path("~/.config/microclaw/mount-allowlist.json")

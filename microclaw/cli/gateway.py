@@ -1,7 +1,7 @@
 """``microclaw-gateway``: run the device gateway, and export the device CA for provisioning.
 
 An entry point: it loads settings, sets up logging and wires the gateway's parts (CA,
-pairing, device log, the inbound path with its Celery kick); the work is in
+pairing, device log, the inbound path with its Celery kick, OTA serving); the work is in
 `microclaw.gateway`. ``run`` stops cleanly on SIGTERM/SIGINT.
 """
 
@@ -44,6 +44,9 @@ def run(port: int | None) -> None:
     settings = load_settings_or_exit()
     configure_logging(settings.logging.level, settings.logging.format, role="gateway")
     from microclaw.gateway.devicelog import DeviceLog
+    from microclaw.gateway.ota import CanaryLimits
+    from microclaw.gateway.otaserve import OtaService
+    from microclaw.gateway.otastore import ResultRules
     from microclaw.gateway.pairing import Pairing, PairingLimits
     from microclaw.gateway.sessions import Gateway
     from microclaw.pipeline.inbound import ingest_and_kick, reject
@@ -81,6 +84,19 @@ def run(port: int | None) -> None:
         reject=lambda error: reject(engine, error, source="device"),
         on_paired=lambda paired: make_group_folder(engine, settings.groups_dir, paired.folder),
         max_text_bytes=settings.router.max_text_bytes,
+        ota=OtaService(
+            engine,
+            settings.data_dir,
+            ResultRules(
+                settings.ota.halt_failure_rate,
+                settings.ota.halt_min_results,
+                CanaryLimits(
+                    settings.ota.max_boot_failures,
+                    settings.ota.max_confirm_miss_rate,
+                    settings.ota.max_latency_ms,
+                ),
+            ),
+        ),
     )
 
     # asyncio gives every TLS connection a 256 KiB read buffer (`SSLProtocol.max_size`), which

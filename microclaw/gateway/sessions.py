@@ -18,6 +18,10 @@ devices). Each ``message`` enters the same inbound path as every connector's
 durable. WebSocket pings keep idle devices connected; a device that stops answering them is
 dropped. One session per device: a new one replaces the old.
 
+OTA (optional, `microclaw.gateway.otaserve`): HTTPS requests under ``/ota/`` on the same port
+are answered by its ``process_request`` hook; sessions get ``ota.offer`` / ``ota.rollback``
+after the hello and when a release changes, and ``ota.result`` frames are stored by it.
+
 Does not sign anything itself (`microclaw.gateway.pairing`) and reads no settings beyond the
 `GatewaySettings` slice it is given.
 """
@@ -30,7 +34,7 @@ import logging
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -46,6 +50,9 @@ from microclaw.gateway.pairing import Paired, Pairing, PairingError, chat_of, di
 from microclaw.pipeline.inbound import IngestResult
 from microclaw.store import audit, devices
 from microclaw.store.db import now_ms, read_tx, write_tx
+
+if TYPE_CHECKING:
+    from microclaw.gateway.otaserve import OtaService
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +83,7 @@ class Gateway:
         reject: Callable[[EnvelopeError], None],
         on_paired: Callable[[Paired], object] = lambda paired: None,
         max_text_bytes: int = 65536,
+        ota: OtaService | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -86,6 +94,7 @@ class Gateway:
         self.reject = reject
         self.on_paired = on_paired
         self.max_text_bytes = max_text_bytes
+        self.ota = ota
         self.sessions: dict[str, Session] = {}
         self.preauth = 0
         self._stop = asyncio.Event()
@@ -109,6 +118,7 @@ class Gateway:
             max_queue=4,
             compression=None,
             server_header=None,
+            process_request=self.ota.process_request if self.ota is not None else None,
         ) as server:
             logger.info("gateway listening on %s:%s", host, port)
             if ready is not None:
@@ -239,6 +249,9 @@ class Gateway:
             await ws.send(
                 p.frame("welcome", device_id=device_id, last_seq=last_seq, protocol=p.PROTOCOL_VERSION)
             )
+            if self.ota is not None:
+                self.ota.session_started(device_id)
+                await self._push_ota(session)
             async for raw in ws:
                 if not await asyncio.to_thread(self._still_valid, session):
                     await ws.close(p.CLOSE_REVOKED, "certificate revoked")
@@ -252,6 +265,8 @@ class Gateway:
                 await pump
             if self.sessions.get(device_id) is session:
                 del self.sessions[device_id]
+                if self.ota is not None:
+                    self.ota.session_ended(device_id)
                 await asyncio.to_thread(self._record, device_id, False, None)
             logger.info("device %s offline", device_id, extra={"device_id": device_id})
 
@@ -260,6 +275,17 @@ class Gateway:
             message = p.parse_frame(raw, "session")
         except p.ProtocolError as exc:
             await session.ws.send(p.frame("error", code=exc.code, detail=exc.detail))
+            return
+        if isinstance(message, p.OtaResult):
+            if self.ota is None:
+                await session.ws.send(p.frame("error", code="unsupported", detail="OTA is not enabled"))
+            else:
+                try:
+                    answer = await asyncio.to_thread(self.ota.on_result, session.device, message)
+                except Exception:  # a locked or full disk: no ack, the device keeps its report
+                    logger.exception("storing an ota.result failed")
+                    answer = p.frame("error", code="unavailable", detail="not stored; report again later")
+                await session.ws.send(answer)
             return
         status, detail = await asyncio.to_thread(self._ingest_message, session.device, message)
         await session.ws.send(p.frame("ack", message_id=message.message_id, status=status, **detail))
@@ -313,6 +339,7 @@ class Gateway:
         loop = asyncio.get_running_loop()
         last_id = await asyncio.to_thread(self.log.newest_id)
         next_check = loop.time()
+        pushing: asyncio.Task[None] | None = None
         while True:
             await asyncio.sleep(self.settings.poll_interval_s)
             try:
@@ -324,8 +351,29 @@ class Gateway:
                 if loop.time() >= next_check and self.sessions:
                     next_check = loop.time() + self.settings.revocation_check_s
                     await self._close_revoked()
+                    idle = pushing is None or pushing.done()
+                    if self.ota is not None and idle and await asyncio.to_thread(self.ota.changed):
+                        # Off the watch loop: 1,000 sessions' offers must not delay streaming.
+                        pushing = asyncio.create_task(self._push_ota_all())
             except Exception:  # a locked file or a full disk must not stop the gateway
                 logger.exception("device log watch failed; retrying")
+
+    async def _push_ota(self, session: Session) -> None:
+        """OTA offers and rollbacks for this session's device; a failure only skips them (the
+        device also asks over HTTPS, and the next change or session tries again)."""
+        assert self.ota is not None
+        try:
+            frames = await asyncio.to_thread(self.ota.frames_for, session.device.device_id)
+        except Exception:
+            logger.exception("OTA offers for %s failed", session.device.device_id)
+            return
+        for frame in frames:
+            with contextlib.suppress(ConnectionClosed):
+                await session.ws.send(frame)
+
+    async def _push_ota_all(self) -> None:
+        for session in list(self.sessions.values()):
+            await self._push_ota(session)
 
     async def _close_revoked(self) -> None:
         live = dict(self.sessions)
@@ -355,6 +403,7 @@ class Gateway:
                 fw_version=hello.fw_version if hello else None,
                 model_version=hello.model_version if hello else None,
                 capabilities=hello.capabilities if hello else None,
+                board=hello.board if hello else None,
             )
 
     def _mark_all_offline(self) -> None:

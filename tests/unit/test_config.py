@@ -15,6 +15,7 @@ from microclaw.config import (
     GatewaySettings,
     HttpSettings,
     LoggingSettings,
+    OtaSettings,
     OutboundSettings,
     RouterSettings,
     SandboxSettings,
@@ -251,6 +252,7 @@ TABLES = {
     "logging": LoggingSettings,
     "sandbox": SandboxSettings,
     "gateway": GatewaySettings,
+    "ota": OtaSettings,
 }
 ENV_ONLY = {"agent": {"api_key"}}
 
