@@ -4,7 +4,7 @@
  *   pair.code      -> show the code, keep the secret, poll every poll_interval_ms
  *   pair.pending   -> poll again later (on a new connection too: pre-auth connections are short)
  *   pair.token     -> key + CSR from the HAL (mbedTLS), send pair.csr {token, csr}
- *   pair.cert      -> store the certificate ("cert") and CA ("ca") in storage: paired
+ *   pair.cert      -> store the CA ("ca_gw"), then the certificate ("cert"): paired
  *   error          -> failed with the gateway's code (code_expired, token_used... start again)
  *
  * Each step writes at most one frame into the caller's buffer and returns its length (0 when
