@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import ctypes as C
+import http.client
 import json
 import os
 import ssl
@@ -27,6 +28,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -520,3 +522,32 @@ def claim_in_background(claim: Callable[[str], None]) -> tuple[Callable[[str], N
         threading.Thread(target=run, daemon=True).start()
 
     return on_code, failures
+
+
+def download_offer(dev: CoreDevice, *, tamper: bool = False, chunk: int = 4096) -> int:
+    """What app_main.c's download_offer does: GET the offer's url on the gateway over HTTPS with
+    the client certificate, stream it through mc_device_ota_begin/write/finish. Returns the
+    core's result (MC_OK when staged). ``tamper`` flips one byte in transit."""
+    parts = urlsplit(dev.url)
+    conn = http.client.HTTPSConnection(
+        parts.hostname or "", parts.port, context=dev.ssl_context(), timeout=30
+    )
+    try:
+        conn.request("GET", dev.offer_url)
+        response = conn.getresponse()
+        if response.status != 200:
+            raise AssertionError(f"GET {dev.offer_url}: {response.status}")
+        rc = dev.lib.mc_device_ota_begin(dev.dev)
+        if rc != MC_OK:
+            return int(rc)
+        first = True
+        while block := response.read(chunk):
+            if tamper and first:
+                block = bytes([block[0] ^ 1]) + block[1:]
+            first = False
+            rc = dev.lib.mc_device_ota_write(dev.dev, block, len(block))
+            if rc != MC_OK:
+                return int(rc)
+    finally:
+        conn.close()
+    return int(dev.lib.mc_device_ota_finish(dev.dev))
