@@ -142,7 +142,7 @@ def main() -> None:
                 f"(gaps {dev.gaps}, duplicates {dev.duplicates})"
             )
             print(
-                f"offline queue: {dev.ring_slots} messages by default config here; "
+                f"offline queue: {dev.ring_slots} messages (the default, MC_RING_DEFAULT_SLOTS); "
                 f"{dev.lib.mc_ring_slot_bytes()} storage bytes per slot at most"
             )
             dev.close()

@@ -14,7 +14,7 @@ Namespace ``mc_factory``, keys (<= 15 characters each, read by firmware/main/pro
 - ``board``        string, the board OTA manifests name (``esp32s3-box3``, `microclaw ota publish --board`).
 
 The image is made by Espressif's ``esp-idf-nvs-partition-gen`` (PyPI) from a CSV this tool
-writes; flash it with ``esptool.py --chip esp32s3 write_flash 0x12000 fctry.bin`` (the offset of
+writes; flash it with ``esptool.py --chip esp32s3 write_flash 0xc000 fctry.bin`` (the offset of
 ``fctry`` in firmware/partitions.csv). Exit status 2 and a one-line reason on bad input;
 nothing is written then.
 

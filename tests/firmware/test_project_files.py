@@ -164,6 +164,10 @@ def test_the_partition_table_fits_the_flash_with_two_app_and_two_model_slots() -
     by_name = {p.name: p for p in parts}
     assert by_name["fctry"].subtype == "nvs" and "readonly" in by_name["fctry"].flags
     assert by_name["ota_0"].size >= 0x300000  # room for LVGL + TFLM + TLS with margin
+    # The documented flashing commands use fctry's real offset.
+    offsets = re.findall(r"write_flash (0x[0-9a-f]+) fctry\.bin", (FW / "README.md").read_text())
+    offsets += re.findall(r"write_flash (0x[0-9a-f]+) fctry\.bin", TOOL.read_text())
+    assert offsets and {int(o, 16) for o in offsets} == {by_name["fctry"].offset}
 
 
 def without(text: str, name: str) -> str:

@@ -239,7 +239,7 @@ class CoreDevice:
         board: str = "esp32s3-box3",
         fw_version: str = "1.0.0",
         model_version: str = "",
-        ring_slots: int = 8,
+        ring_slots: int = 0,
         poll_ms: int = 50,
         slot_size: int = 1 << 20,
         max_boot_tries: int = 3,

@@ -15,7 +15,7 @@ from cryptography.x509.oid import NameOID
 from sqlalchemy import text
 
 from microclaw.store.db import read_tx
-from tests.integration.firmware.coredev import CoreDevice, build_core, claim_in_background, load
+from tests.integration.firmware.coredev import ROOT, CoreDevice, build_core, claim_in_background, load
 from tests.integration.gateway.harness import GatewayRig, gateway_env
 from tests.integration.stack import Stack
 
@@ -32,6 +32,25 @@ def rig(make_stack: Callable[..., Stack]) -> Iterator[GatewayRig]:
     gateway = GatewayRig(make_stack(**gateway_env()))
     gateway.start()
     yield gateway
+
+
+def test_the_default_offline_queue_fits_the_nvs_partition(core_lib: Path, tmp_path: Path) -> None:
+    """The queue's worst case (every slot full with a 2 KiB text), the certificate, CA, key and
+    records fit the `nvs` partition of firmware/partitions.csv, counted the way NVS stores blobs
+    (32-byte entries plus a header entry per chunk, one page kept free for garbage collection)."""
+    lib = load(core_lib)
+    dev = CoreDevice(lib, tmp_path / "board", "wss://127.0.0.1:1", "", "sizing-1", ring_slots=0)
+    slots = dev.ring_slots
+    assert slots == 32  # MC_RING_DEFAULT_SLOTS, what firmware/main passes (0)
+    sizes = (
+        [lib.mc_ring_slot_bytes()] * slots + [4096, 4096, 600] + [len(v) for v in dev.storage.data.values()]
+    )
+    entries = sum(2 + (size + 31) // 32 for size in sizes)  # data entries + the chunk and index headers
+    line = next(
+        x for x in (ROOT / "firmware" / "partitions.csv").read_text().splitlines() if x.startswith("nvs,")
+    )
+    pages = int(line.split(",")[4], 0) // 4096
+    assert entries <= (pages - 1) * 126, f"{entries} NVS entries needed, {(pages - 1) * 126} available"
 
 
 def stored(rig: GatewayRig, chat: str) -> list[tuple[str, str]]:
