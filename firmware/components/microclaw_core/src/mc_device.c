@@ -79,13 +79,14 @@ static int send_report(mc_device_t *d) {
     size_t len = 0;
     int rc = d->hal->storage_get(d->hal->ctx, REPORT_KEY, b, sizeof b - 1, &len);
     if (rc < 0) return rc == MC_ERR_NOT_FOUND ? MC_OK : rc;
-    b[len] = '\0';
-    if (len < 4) return MC_ERR_CORRUPT;
+    b[len] = '\0'; /* the reason runs to the end of the record */
     const char *version = (const char *)b + 3;
-    size_t vlen = strlen(version);
-    const char *reason = vlen + 4 < len + 1 ? version + vlen + 1 : "";
-    if (3 + vlen + 1 > len) reason = "";
-    int n = mc_enc_ota_result(d->out, sizeof d->out, b[0], version, b[1], reason, b[2]);
+    size_t vlen = len > 3 ? strlen(version) : 0;
+    if (len < 4 || 3 + vlen >= len) {
+        d->hal->storage_erase(d->hal->ctx, REPORT_KEY); /* unreadable: drop it, keep running */
+        return MC_ERR_CORRUPT;
+    }
+    int n = mc_enc_ota_result(d->out, sizeof d->out, b[0], version, b[1], version + vlen + 1, b[2]);
     if (n < 0) return n;
     return send_out(d, n);
 }
@@ -359,10 +360,15 @@ int mc_device_self_test(mc_device_t *d, int kind, int passed, const char *reason
     uint32_t tries = s->tries;
     int rc = passed ? mc_slots_mark_valid(s, d->hal) : mc_slots_mark_bad(s, d->hal);
     if (rc < 0) return rc;
-    rc = store_report(d, kind, passed, passed ? tries - (tries > 0) : tries, version,
+    /* boot_failures: the boots before this one that did not pass (this one passed or failed) */
+    rc = store_report(d, kind, passed, tries > 0 ? tries - 1u : 0u, version,
                       passed ? "" : (reason ? reason : "self-test failed"));
     if (rc < 0) return rc;
     if (d->welcomed) send_report(d);
-    if (d->state == MC_ST_UPGRADING) mc_device_event(d, passed ? MC_EV_OTA_FAILED : MC_EV_OTA_FAILED);
+    if (d->state == MC_ST_UPGRADING) { /* a model is tested without a reboot: back to work */
+        d->state = d->welcomed ? MC_ST_LISTENING : MC_ST_CONNECTING;
+        mc_show(d->hal, MC_DISPLAY_STATE, mc_state_name(d->state));
+    }
+    mc_show(d->hal, MC_DISPLAY_OTA_PROGRESS, "");
     return MC_OK;
 }

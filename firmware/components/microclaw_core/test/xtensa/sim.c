@@ -113,12 +113,20 @@ int64_t __moddi3(int64_t a, int64_t b) {
     udivmod64(a < 0 ? 0u - (uint64_t)a : (uint64_t)a, b < 0 ? 0u - (uint64_t)b : (uint64_t)b, &r);
     return a < 0 ? (int64_t)(0u - r) : (int64_t)r;
 }
+/* 64-bit multiply from 32-bit MULL only (the lx106 has MUL32 but no high-half multiply), built
+ * like libgcc's: four 16x16 partial products for the low words' full product, plus the cross
+ * terms' low halves. Monocypher's field arithmetic spends its time here. */
+static uint64_t mul32x32(uint32_t x, uint32_t y) {
+    uint32_t xl = x & 0xFFFFu, xh = x >> 16, yl = y & 0xFFFFu, yh = y >> 16;
+    uint32_t ll = xl * yl, lh = xl * yh, hl = xh * yl, hh = xh * yh;
+    uint32_t mid = (ll >> 16) + (lh & 0xFFFFu) + (hl & 0xFFFFu);
+    uint32_t lo = (ll & 0xFFFFu) | (mid << 16);
+    uint32_t hi = hh + (lh >> 16) + (hl >> 16) + (mid >> 16);
+    return (uint64_t)hi << 32 | lo;
+}
+
 uint64_t __muldi3(uint64_t a, uint64_t b) {
-    uint64_t r = 0;
-    while (b) {
-        if (b & 1u) r += a;
-        a <<= 1;
-        b >>= 1;
-    }
-    return r;
+    uint32_t a0 = (uint32_t)a, a1 = (uint32_t)(a >> 32), b0 = (uint32_t)b, b1 = (uint32_t)(b >> 32);
+    uint64_t r = mul32x32(a0, b0);
+    return r + ((uint64_t)(a0 * b1 + a1 * b0) << 32);
 }
