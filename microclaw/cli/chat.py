@@ -157,3 +157,7 @@ main.add_command(_device)
 from microclaw.cli.ota import ota as _ota  # noqa: E402 - the `microclaw ota` group
 
 main.add_command(_ota)
+
+from microclaw.cli.distill import distill as _distill  # noqa: E402 - the `microclaw distill` group
+
+main.add_command(_distill)
