@@ -10,6 +10,7 @@
  * The WebSocket client and the button run in their own tasks and only post to this task's
  * queue, so the core is never entered from two tasks.
  */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,12 +40,14 @@ typedef enum { MSG_NET_UP, MSG_NET_TEXT, MSG_NET_DOWN, MSG_PTT } msg_kind_t;
 
 typedef struct {
     msg_kind_t kind;
+    uint32_t link; /* which link the event is about: stale events of a closed link are ignored */
     int value;  /* close code, or 1/0 for the button */
     char *text; /* MSG_NET_TEXT: a heap copy, freed by the loop */
     size_t len;
 } msg_t;
 
 static QueueHandle_t s_queue;
+static uint32_t s_link; /* incremented per net_open */
 static factory_t s_factory;
 static mc_hal_t s_hal;
 static mc_device_t s_dev; /* ~60 KiB: static, not on a stack */
@@ -53,8 +56,7 @@ static char s_key[600];
 
 static void on_net(net_event_t event, const char *data, size_t len, int close_code, void *ctx)
 {
-    (void)ctx;
-    msg_t m = {.value = close_code};
+    msg_t m = {.value = close_code, .link = (uint32_t)(uintptr_t)ctx};
     if (event == NET_UP) {
         m.kind = MSG_NET_UP;
     } else if (event == NET_DOWN) {
@@ -94,6 +96,7 @@ static esp_err_t open_link(void)
         .key_pem = paired ? s_key : NULL,
         .max_frame = MC_FRAME_IN_MAX,
         .cb = on_net,
+        .ctx = (void *)(uintptr_t)(++s_link),
     };
     s_link_with_cert = paired;
     ESP_LOGI(TAG, "connecting to %s (%s)", cfg.url, paired ? "session" : "pairing");
@@ -159,6 +162,7 @@ static void run(void)
     uint32_t backoff_ms = 500;
     uint64_t next_connect_ms = 0;
     bool link_open = false;
+    uint64_t next_offer_ms = 0;
     for (;;) {
         msg_t m;
         const uint64_t now = (uint64_t)(esp_timer_get_time() / 1000);
@@ -169,6 +173,10 @@ static void run(void)
             backoff_ms = backoff_ms < 30000 ? backoff_ms * 2 : 30000;
         }
         if (xQueueReceive(s_queue, &m, pdMS_TO_TICKS(100)) == pdTRUE) {
+            if (m.kind != MSG_PTT && (!link_open || m.link != s_link)) {
+                free(m.text); /* from a link already closed */
+                continue;
+            }
             switch (m.kind) {
             case MSG_NET_UP:
                 mc_device_connected(&s_dev);
@@ -215,12 +223,16 @@ static void run(void)
             slots_firmware_rollback_and_reboot(); /* does not return */
         }
 
-        if (s_dev.offer_ready && s_dev.welcomed && !testing) {
+        if (s_dev.offer_ready && s_dev.welcomed && !testing && now >= next_offer_ms) {
             const int kind = s_dev.offer.kind;
-            if (download_offer() == ESP_OK && kind == MC_KIND_FIRMWARE) {
+            const esp_err_t got = download_offer();
+            if (got == ESP_OK && kind == MC_KIND_FIRMWARE) {
                 ESP_LOGI(TAG, "firmware %s staged: rebooting into it", s_dev.offer.version);
                 net_close();
                 esp_restart();
+            }
+            if (got != ESP_OK) {
+                next_offer_ms = now + 60000; /* the gateway offers again; do not hammer it */
             }
         }
     }
