@@ -19,6 +19,7 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 # build run in QEMU.
 command -v gcc >/dev/null 2>&1 || need+=(gcc libc6-dev)
 command -v make >/dev/null 2>&1 || need+=(make)
+command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v xtensa-lx106-elf-gcc >/dev/null 2>&1 || need+=(gcc-xtensa-lx106)
 command -v xtensa-lx106-elf-size >/dev/null 2>&1 || need+=(binutils-xtensa-lx106)
 [ -f /usr/lib/xtensa-lx106-elf/picolibc.specs ] || need+=(picolibc-xtensa-lx106-elf)

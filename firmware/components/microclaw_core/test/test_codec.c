@@ -222,3 +222,54 @@ void test_sha256_matches_hashlib(void) {
         TEST_ASSERT_EQUAL_MEMORY(V_SHA[i].digest, d, 32);
     }
 }
+
+/* Deterministic mutations of the gateway's frames (byte flips, inserted quotes, brackets and
+ * backslashes, cuts, duplication): the decoder returns OK or an error, never reads or writes out
+ * of bounds (ASan/UBSan on the host) and always NUL-terminates what it filled. */
+void test_frames_random_mutations_never_crash(void) {
+    static char buf[1024];
+    static const char inserts[] = "\"\\{}[],:0-eu\xc3\xff\x00 ";
+    uint32_t rnd = 12345;
+    int accepted = 0;
+    for (int iter = 0; iter < 3000; iter++) {
+        const v_frame_t *v = &V_FRAME[(size_t)iter % V_FRAME_N];
+        if (v->len >= sizeof buf / 2) continue;
+        memcpy(buf, v->frame, v->len);
+        size_t len = v->len;
+        int edits = 1 + (int)(iter % 4);
+        for (int e = 0; e < edits; e++) {
+            rnd = rnd * 1103515245u + 12345u;
+            size_t at = (rnd >> 8) % (len + 1);
+            switch ((rnd >> 4) % 4) {
+            case 0:
+                if (at < len) buf[at] = (char)(buf[at] ^ (1 << ((rnd >> 20) % 8)));
+                break;
+            case 1:
+                if (len + 1 < sizeof buf) {
+                    memmove(buf + at + 1, buf + at, len - at);
+                    buf[at] = inserts[(rnd >> 12) % (sizeof inserts - 1)];
+                    len++;
+                }
+                break;
+            case 2:
+                len = at;
+                break;
+            default:
+                if (len * 2 < sizeof buf) {
+                    memcpy(buf + len, buf, len);
+                    len *= 2;
+                }
+            }
+        }
+        int r = mc_frame_decode(buf, len, &frame);
+        if (r == MC_OK) {
+            accepted++;
+            TEST_ASSERT_NOT_NULL(memchr(frame.text, '\0', sizeof frame.text));
+            TEST_ASSERT_NOT_NULL(memchr(frame.detail, '\0', sizeof frame.detail));
+            TEST_ASSERT_NOT_NULL(memchr(frame.manifest, '\0', sizeof frame.manifest));
+        } else {
+            TEST_ASSERT_TRUE(r < 0 && r >= MC_ERR_REFUSED);
+        }
+    }
+    TEST_ASSERT_TRUE(accepted > 0); /* some mutations stay valid (e.g. a flipped letter in a text) */
+}

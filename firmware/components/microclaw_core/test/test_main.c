@@ -14,6 +14,7 @@
     X(test_frames_from_the_gateway_decode)                    \
     X(test_frames_every_truncation_is_refused_cleanly)        \
     X(test_frames_refuse_bad_shapes)                          \
+    X(test_frames_random_mutations_never_crash)               \
     X(test_encoders_write_what_the_gateway_accepts)           \
     X(test_sha256_matches_hashlib)                            \
     X(test_seq_classify_and_persist)                          \
