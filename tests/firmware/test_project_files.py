@@ -342,3 +342,21 @@ def test_kconfig_menu_parses_with_the_gateway_url_and_board_pins() -> None:
     }
     assert "MICROCLAW_GATEWAY_URL" in used and "MICROCLAW_PIN_PTT" in used
     assert used <= set(symbols), used - set(symbols)
+
+
+# --- main/: what can be checked without compiling it -------------------------------------
+
+
+def test_the_app_component_lists_every_source_and_fills_every_hal_entry() -> None:
+    cmake = (FW / "main" / "CMakeLists.txt").read_text()
+    listed = set(re.findall(r'"([a-z0-9_]+\.c)"', cmake))
+    assert listed == {p.name for p in (FW / "main").glob("*.c")}
+    assert "microclaw_core" in cmake
+    # Every function pointer of the core's mc_hal_t is set in hal_esp.c, and nothing else is:
+    # a HAL entry added to the core and forgotten here would be a NULL call on the device.
+    header = (FW / "components" / "microclaw_core" / "include" / "mc_hal.h").read_text()
+    entries = set(re.findall(r"\(\*(\w+)\)\(", header)) | {"ctx"}
+    hal_esp = (FW / "main" / "hal_esp.c").read_text()
+    init = hal_esp[hal_esp.index("*hal = (mc_hal_t){") :]
+    assigned = set(re.findall(r"^\s+\.(\w+) = ", init[: init.index("};")], flags=re.M))
+    assert len(entries) >= 15 and assigned == entries
