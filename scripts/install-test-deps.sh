@@ -14,7 +14,9 @@ need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 # Dovecot's IMAP server for the email connector tests (dovecot-core, pulled in, ships dovecot-lda).
 [ -x /usr/lib/dovecot/imap ] || need+=(dovecot-imapd)
-# The firmware core's tests (and mc_model.c against tflite-micro): host gcc + make, and the 32-bit Xtensa (lx106) cross build run in QEMU.
+# gcc with ASan/UBSan for the firmware core's C tests (the core, mc_model.c against tflite-micro,
+# the core as a ctypes library against the gateway), make, and the 32-bit Xtensa (lx106) cross
+# build run in QEMU.
 command -v gcc >/dev/null 2>&1 || need+=(gcc libc6-dev)
 command -v make >/dev/null 2>&1 || need+=(make)
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
