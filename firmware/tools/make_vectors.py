@@ -175,6 +175,38 @@ def main(out_dir: Path) -> None:
             "2.0.1",
         ),
         ("unknown_type", p.frame("future.thing", x=[1, 2, {"y": None}]), 0, ""),
+        # Voice, as microclaw/gateway/voice.py sends it (test_codec.c finds them by name).
+        (
+            "transcript",
+            p.frame(
+                "transcript",
+                listen_id="l-0a1b",
+                message_id=p.voice_message_id("l-0a1b"),
+                text="what time is it",
+                status="duplicate",
+            ),
+            12,
+            "l-0a1b",
+        ),
+        (
+            "speak_start",
+            p.frame("speak.start", seq=45, format="pcm16", sample_rate=16000, channels=1, bytes=52800),
+            13,
+            "pcm16",
+        ),
+        ("speak_end", p.frame("speak.end", seq=45), 14, ""),
+        (
+            "error_stt_failed",
+            p.frame("error", code="stt_failed", detail="decoder crashed", listen_id="l-0a1b", transient=True),
+            8,
+            "stt_failed",
+        ),
+        (
+            "error_tts_failed",
+            p.frame("error", code="tts_failed", detail="espeak-ng failed", seq=45, transient=False),
+            8,
+            "tts_failed",
+        ),
     ]
 
     h = [

@@ -62,6 +62,14 @@ const char *mc_strerror(int err);
 #define MC_FRAME_OUT_CAP 8192    /* enough for every frame the device sends */
 #define MC_JSON_MAX_DEPTH 6      /* same as the gateway (protocol.py _MAX_DEPTH) */
 #define MC_JSON_MAX_TOKENS 96
+#define MC_LISTEN_ID_CAP 65      /* ^[A-Za-z0-9._:-]{1,64}$ + NUL */
+#define MC_FORMAT_CAP 16         /* an audio format name ("pcm16") */
+/* Voice (docs/device-protocol.md "Voice"): a listen holds at most MC_VOICE_MAX_LISTEN_S of audio
+ * (the gateway's default [voice] max_listen_s); one binary frame the device sends carries at most
+ * MC_AUDIO_CHUNK_MAX bytes (the gateway's smallest allowed max_frame_bytes is 4096). */
+#define MC_VOICE_MAX_LISTEN_S 30
+#define MC_VOICE_DEFAULT_RATE 16000
+#define MC_AUDIO_CHUNK_MAX 4096
 
 /* What an OTA or slot record is about. */
 typedef enum { MC_KIND_FIRMWARE = 0, MC_KIND_MODEL = 1 } mc_kind_t;

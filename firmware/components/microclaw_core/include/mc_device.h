@@ -75,7 +75,30 @@ typedef struct {
     uint32_t max_boot_tries;            /* 0: MC_SLOTS_DEFAULT_MAX_TRIES */
     uint32_t fw_slot_size;              /* bytes per app slot (0: no limit) */
     uint32_t model_slot_size;
+    uint32_t mic_sample_rate;           /* PCM16 mono capture rate, 8000..48000 (0: 16000) */
+    uint32_t max_listen_s;              /* device-side cap per listen (0: MC_VOICE_MAX_LISTEN_S) */
 } mc_config_t;
+
+/* Voice turns (docs/device-protocol.md "Voice"). A listen's id is persisted (storage "listen")
+ * from listen.start until its transcript or a final error, so a turn whose answer was lost
+ * (link down, reboot) is sent again under the same id and the gateway answers `duplicate`. */
+typedef struct {
+    int32_t recording;      /* a listen is open: captured PCM goes out as binary frames */
+    int32_t pending;        /* listen_id awaits its transcript (a retry reuses the id) */
+    int32_t speaking;       /* between speak.start and speak.end */
+    int32_t play;           /* this speech goes to the audio HAL (0: shown only) */
+    int32_t last_status;    /* mc_ack_status_t of the last transcript, -1 before any */
+    int32_t last_error;     /* mc_voice_error_t of the last voice error */
+    uint32_t sample_rate;
+    uint32_t sent_bytes;    /* PCM bytes of the open listen handed out to send */
+    uint32_t max_bytes;     /* the cap: max_listen_s of audio */
+    uint32_t speak_bytes;   /* speak.start's `bytes` */
+    uint32_t speak_got;     /* binary bytes accepted for it so far */
+    uint32_t transcripts;
+    uint32_t speeches;      /* speak.end with every advertised byte received */
+    int64_t speak_seq;
+    char listen_id[MC_LISTEN_ID_CAP];
+} mc_voice_t;
 
 typedef struct {
     const mc_hal_t *hal;
@@ -97,6 +120,7 @@ typedef struct {
     mc_slots_t model;
     mc_ota_t ota;
     mc_manifest_t offer;
+    mc_voice_t voice;
     mc_frame_t frame;     /* the last decoded frame (text of the last event in frame.text) */
     char out[MC_FRAME_OUT_CAP];
 } mc_device_t;
@@ -126,6 +150,27 @@ int mc_device_ota_finish(mc_device_t *d);
  * back (the app reboots / reloads). Either way an ota.result is stored and sent once a session
  * is up (until the gateway's ota.ack). */
 int mc_device_self_test(mc_device_t *d, int kind, int passed, const char *reason);
+
+/* Voice. Push-to-talk down (mc_device_event MC_EV_PTT_DOWN) in a session starts a listen
+ * (listen.start with a new id, capture on); up turns capture off. The app then hands the captured
+ * PCM16 over as binary frames, asking mc_device_audio_chunk how much goes in the next one, and
+ * ends the turn with mc_device_listen_stop. */
+/* Start a listen; retry=1 reuses the pending listen's id (after a reconnect or reboot, with the
+ * same audio): MC_ERR_NOT_FOUND when none is pending, MC_ERR_STATE with no session. */
+int mc_device_listen_start(mc_device_t *d, int retry);
+/* `len` bytes of captured PCM16 are ready: the number of bytes (even, <= MC_AUDIO_CHUNK_MAX,
+ * within the listen's cap) to send now as ONE binary WebSocket frame (the app's binary send,
+ * then call again for the rest); 0 when the cap is reached (listen.stop was sent: drop the
+ * rest); MC_ERR_STATE when no listen is open; MC_ERR_ARG when len < 2. */
+int mc_device_audio_chunk(mc_device_t *d, size_t len);
+/* listen.stop (the transcript answers it). MC_OK without sending when the cap already stopped it. */
+int mc_device_listen_stop(mc_device_t *d);
+/* listen.cancel: the turn is dropped, nothing is stored, the id is forgotten. */
+int mc_device_listen_cancel(mc_device_t *d);
+/* One binary frame from the gateway: speech between speak.start and speak.end, handed to
+ * hal->audio_write. MC_ERR_STATE outside a speech, MC_ERR_TOO_BIG past its advertised `bytes`
+ * (refused, counted in bad_frames, nothing written). */
+int mc_device_on_binary(mc_device_t *d, const uint8_t *data, size_t len);
 
 #ifdef __cplusplus
 }

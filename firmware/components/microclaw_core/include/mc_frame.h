@@ -27,8 +27,22 @@ typedef enum {
     MC_FRAME_ERROR = 8,        /* error_code, detail */
     MC_FRAME_OTA_OFFER = 9,    /* kind, manifest (the canonical bytes), signature (64 bytes) */
     MC_FRAME_OTA_ROLLBACK = 10,/* kind, version, detail (reason) */
-    MC_FRAME_OTA_ACK = 11      /* kind, version, status */
+    MC_FRAME_OTA_ACK = 11,     /* kind, version, status */
+    MC_FRAME_TRANSCRIPT = 12,  /* listen_id, message_id, text, status (ack: mc_ack_status_t), detail */
+    MC_FRAME_SPEAK_START = 13, /* seq, format, sample_rate, channels, audio_bytes */
+    MC_FRAME_SPEAK_END = 14    /* seq */
 } mc_frame_type_t;
+
+/* The voice error codes an `error` frame may carry (code in error_code, voice_error this). */
+typedef enum {
+    MC_VERR_NONE = 0,           /* not a voice error */
+    MC_VERR_NO_LISTEN = 1,      /* audio or listen.stop with no such listen open */
+    MC_VERR_AUDIO_TOO_LONG = 2, /* the listen passed max_listen_s: its audio was discarded */
+    MC_VERR_BUSY = 3,           /* too many listens open in the gateway: try again */
+    MC_VERR_VOICE_OFF = 4,      /* speech to text is off on the gateway */
+    MC_VERR_STT_FAILED = 5,     /* transcription failed (transient says whether to retry) */
+    MC_VERR_TTS_FAILED = 6      /* synthesis failed for event `seq`: the text stands */
+} mc_voice_error_t;
 
 /* Ack statuses (docs/device-protocol.md "Session"). */
 typedef enum {
@@ -37,7 +51,8 @@ typedef enum {
     MC_ACK_REJECTED = 2,
     MC_ACK_DROPPED = 3,
     MC_ACK_UNREGISTERED = 4,
-    MC_ACK_OTHER = 5
+    MC_ACK_OTHER = 5,
+    MC_ACK_EMPTY = 6           /* transcript only: nothing recognised, nothing stored */
 } mc_ack_status_t;
 
 /* One decoded frame. Fields a frame does not carry are zero / "". ~26 KiB: keep one. */
@@ -46,6 +61,11 @@ typedef struct {
     int32_t ack;               /* mc_ack_status_t for MC_FRAME_ACK */
     int32_t kind;              /* mc_kind_t for OTA frames, -1 when absent/unknown */
     int32_t has_ts;
+    int32_t voice_error;       /* mc_voice_error_t for MC_FRAME_ERROR */
+    int32_t transient;         /* error: the gateway's `transient` (1 true, 0 false or absent) */
+    int32_t channels;          /* speak.start */
+    int64_t sample_rate;       /* speak.start */
+    int64_t audio_bytes;       /* speak.start: `bytes`, the PCM byte count that follows */
     int64_t seq;
     int64_t last_seq;
     int64_t protocol;
@@ -61,6 +81,8 @@ typedef struct {
     char event_kind[MC_KIND_CAP];
     char version[MC_VERSION_CAP];
     char error_code[MC_ERROR_CODE_CAP];
+    char listen_id[MC_LISTEN_ID_CAP]; /* transcript, voice errors ("" when absent) */
+    char format[MC_FORMAT_CAP];       /* speak.start */
     char detail[MC_DETAIL_CAP];
     uint32_t manifest_len;
     char manifest[MC_MANIFEST_CAP];
@@ -76,6 +98,9 @@ int mc_frame_decode(const char *raw, size_t len, mc_frame_t *out);
 /* Pattern checks (docs/device-protocol.md). 1 if valid, 0 if not. */
 int mc_valid_device_id(const char *s);
 int mc_valid_message_id(const char *s);
+int mc_valid_listen_id(const char *s);
+/* mc_voice_error_t of an error code ("busy" -> MC_VERR_BUSY; others MC_VERR_NONE). */
+int mc_voice_error(const char *code);
 
 /* Encoders: write one frame into out (NUL-terminated); its length or MC_ERR_*. */
 int mc_enc_pair_begin(char *out, size_t cap, const char *device_id);
@@ -90,6 +115,11 @@ int mc_enc_message(char *out, size_t cap, const char *message_id, const char *te
 /* kind: mc_kind_t; boot_failures < 0 omits the metrics object. */
 int mc_enc_ota_result(char *out, size_t cap, int kind, const char *version, int ok,
                       const char *reason, int32_t boot_failures);
+
+/* Voice: listen.start (format pcm16, channels 1, sample_rate 8000..48000), stop, cancel. */
+int mc_enc_listen_start(char *out, size_t cap, const char *listen_id, uint32_t sample_rate);
+int mc_enc_listen_stop(char *out, size_t cap, const char *listen_id);
+int mc_enc_listen_cancel(char *out, size_t cap, const char *listen_id);
 
 #ifdef __cplusplus
 }

@@ -29,7 +29,8 @@ typedef enum {
     MC_AUDIO_CAPTURE_START = 0,
     MC_AUDIO_CAPTURE_STOP = 1,
     MC_AUDIO_PLAY_START = 2,
-    MC_AUDIO_PLAY_STOP = 3
+    MC_AUDIO_PLAY_STOP = 3,    /* stop now (barge-in, link lost) */
+    MC_AUDIO_PLAY_END = 4      /* the speech is complete: play out what was written, then stop */
 } mc_audio_cmd_t;
 
 typedef enum { MC_LOG_ERROR = 0, MC_LOG_WARN = 1, MC_LOG_INFO = 2, MC_LOG_DEBUG = 3 } mc_log_level_t;

@@ -2,6 +2,7 @@
 #include "mc_device.h"
 
 #include "mc_internal.h"
+#include "mc_voice.h"
 
 static const char *const STATE_NAMES[] = {"idle",     "connecting", "pairing", "listening",
                                           "speaking", "upgrading",  "error"};
@@ -52,16 +53,14 @@ int mc_device_event(mc_device_t *d, int event) {
     int next = mc_state_next(d->state, event, flags_of(d));
     if (next < 0) return next;
     if (next != d->state) {
-        if (event == MC_EV_PTT_DOWN && d->state == MC_ST_SPEAKING && d->hal->audio_ctl) {
+        if (event == MC_EV_PTT_DOWN && d->state == MC_ST_SPEAKING && !d->voice.speaking && d->hal->audio_ctl) {
             d->hal->audio_ctl(d->hal->ctx, MC_AUDIO_PLAY_STOP); /* barge-in */
         }
         d->state = next;
         mc_show(d->hal, MC_DISPLAY_STATE, mc_state_name(next));
     }
-    if (d->hal->audio_ctl) {
-        if (event == MC_EV_PTT_DOWN) d->hal->audio_ctl(d->hal->ctx, MC_AUDIO_CAPTURE_START);
-        if (event == MC_EV_PTT_UP) d->hal->audio_ctl(d->hal->ctx, MC_AUDIO_CAPTURE_STOP);
-    }
+    /* push-to-talk: a listen starts (listen.start, capture on); release turns capture off */
+    if (event == MC_EV_PTT_DOWN || event == MC_EV_PTT_UP) mc_voice_on_ptt(d, event == MC_EV_PTT_DOWN);
     return next;
 }
 
@@ -109,6 +108,7 @@ int mc_device_init(mc_device_t *d, const mc_hal_t *hal, const mc_config_t *cfg) 
     d->hal = hal;
     d->cfg = *cfg;
     if (d->cfg.capabilities[0] == '\0') mc_copy(d->cfg.capabilities, sizeof d->cfg.capabilities, "text");
+    mc_voice_init(d);
     int rc = mc_seq_load(&d->seq, hal);
     if (rc == MC_ERR_CORRUPT) {
         mc_log(hal, MC_LOG_ERROR, "last_seq unreadable: replaying from 0 (duplicates are ignored)");
@@ -165,6 +165,7 @@ int mc_device_connected(mc_device_t *d) {
 int mc_device_disconnected(mc_device_t *d) {
     d->connected = 0;
     d->welcomed = 0;
+    mc_voice_on_disconnect(d);
     mc_show(d->hal, MC_DISPLAY_CONNECTION, "offline");
     int r = mc_device_event(d, MC_EV_DISCONNECTED);
     return r < 0 ? r : MC_OK;
@@ -249,7 +250,13 @@ int mc_device_on_text(mc_device_t *d, const char *raw, size_t len) {
         }
         return f->type;
     }
+    case MC_FRAME_TRANSCRIPT:
+    case MC_FRAME_SPEAK_START:
+    case MC_FRAME_SPEAK_END:
+        if (!d->welcomed) return MC_ERR_STATE;
+        return mc_voice_on_frame(d, f);
     case MC_FRAME_ERROR:
+        if (f->voice_error != MC_VERR_NONE) mc_voice_on_frame(d, f);
         if (d->pairing.state != MC_PAIR_IDLE && d->pairing.state != MC_PAIR_DONE && !d->welcomed) {
             mc_pairing_on_frame(&d->pairing, d->hal, f, d->out, sizeof d->out);
         } else {

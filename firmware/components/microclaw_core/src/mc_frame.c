@@ -73,7 +73,26 @@ static int ack_status(const char *s) {
     for (int i = 0; i < 5; i++) {
         if (strcmp(s, names[i]) == 0) return i;
     }
-    return MC_ACK_OTHER;
+    return strcmp(s, "empty") == 0 ? MC_ACK_EMPTY : MC_ACK_OTHER;
+}
+
+int mc_voice_error(const char *code) {
+    static const char *const names[] = {"no_listen", "audio_too_long", "busy",
+                                        "voice_off", "stt_failed",     "tts_failed"};
+    for (int i = 0; i < 6; i++) {
+        if (code != NULL && strcmp(code, names[i]) == 0) return i + 1;
+    }
+    return MC_VERR_NONE;
+}
+
+/* An optional JSON boolean: 1 for true, 0 for false or absent. */
+static int get_bool(const doc_t *d, int obj, const char *key, int32_t *out) {
+    int i = mc_json_find(d->js, d->t, d->n, obj, key);
+    *out = 0;
+    if (i < 0) return MC_OK;
+    if (d->t[i].type != MC_JSON_TRUE && d->t[i].type != MC_JSON_FALSE) return MC_ERR_FIELD;
+    *out = d->t[i].type == MC_JSON_TRUE;
+    return MC_OK;
 }
 
 #define TRY(x)              \
@@ -145,6 +164,36 @@ int mc_frame_decode(const char *raw, size_t len, mc_frame_t *f) {
         f->type = MC_FRAME_ERROR;
         TRY(get_str(&d, 0, "code", f->error_code, sizeof f->error_code, 1));
         TRY(get_text_cut(&d, 0, "detail", f->detail, sizeof f->detail));
+        TRY(get_str(&d, 0, "listen_id", f->listen_id, sizeof f->listen_id, 0));
+        TRY(get_int(&d, 0, "seq", &f->seq, 0));
+        TRY(get_bool(&d, 0, "transient", &f->transient));
+        f->voice_error = mc_voice_error(f->error_code);
+    } else if (strcmp(t, "transcript") == 0) {
+        f->type = MC_FRAME_TRANSCRIPT;
+        TRY(get_str(&d, 0, "listen_id", f->listen_id, sizeof f->listen_id, 1));
+        TRY(get_str(&d, 0, "message_id", f->message_id, sizeof f->message_id, 1));
+        TRY(get_str(&d, 0, "status", f->status, sizeof f->status, 1));
+        if (mc_json_find(raw, toks, n, 0, "text") < 0) return MC_ERR_FIELD;
+        TRY(get_text_cut(&d, 0, "text", f->text, sizeof f->text));
+        TRY(get_text_cut(&d, 0, "detail", f->detail, sizeof f->detail));
+        f->ack = ack_status(f->status);
+    } else if (strcmp(t, "speak.start") == 0) {
+        f->type = MC_FRAME_SPEAK_START;
+        int64_t channels = 0;
+        TRY(get_int(&d, 0, "seq", &f->seq, 1));
+        TRY(get_str(&d, 0, "format", f->format, sizeof f->format, 1));
+        TRY(get_int(&d, 0, "sample_rate", &f->sample_rate, 1));
+        TRY(get_int(&d, 0, "channels", &channels, 1));
+        TRY(get_int(&d, 0, "bytes", &f->audio_bytes, 1));
+        if (f->seq < 1 || f->sample_rate < 1 || f->sample_rate > 192000 || channels < 1 || channels > 8 ||
+            f->audio_bytes < 0 || f->audio_bytes > 0x7FFFFFFF) {
+            return MC_ERR_FIELD;
+        }
+        f->channels = (int32_t)channels;
+    } else if (strcmp(t, "speak.end") == 0) {
+        f->type = MC_FRAME_SPEAK_END;
+        TRY(get_int(&d, 0, "seq", &f->seq, 1));
+        if (f->seq < 1) return MC_ERR_FIELD;
     } else if (strcmp(t, "ota.offer") == 0 || strcmp(t, "ota.rollback") == 0 || strcmp(t, "ota.ack") == 0) {
         char kind[MC_KIND_CAP];
         TRY(get_str(&d, 0, "kind", kind, sizeof kind, 1));
@@ -197,6 +246,10 @@ int mc_valid_message_id(const char *s) {
         if (!ok) return 0;
     }
     return 1;
+}
+
+int mc_valid_listen_id(const char *s) {
+    return s != NULL && strlen(s) <= 64 && mc_valid_message_id(s);
 }
 
 static int len_between(const char *s, size_t lo, size_t hi) {
@@ -339,4 +392,44 @@ int mc_enc_ota_result(char *out, size_t cap, int kind, const char *version, int 
     }
     mc_jw_obj_close(&w);
     return mc_jw_finish(&w);
+}
+
+int mc_enc_listen_start(char *out, size_t cap, const char *listen_id, uint32_t sample_rate) {
+    if (!mc_valid_listen_id(listen_id) || sample_rate < 8000 || sample_rate > 48000) return MC_ERR_ARG;
+    mc_jw_t w;
+    mc_jw_init(&w, out, cap);
+    mc_jw_obj_open(&w);
+    mc_jw_key(&w, "type");
+    mc_jw_str(&w, "listen.start");
+    mc_jw_key(&w, "listen_id");
+    mc_jw_str(&w, listen_id);
+    mc_jw_key(&w, "format");
+    mc_jw_str(&w, "pcm16");
+    mc_jw_key(&w, "sample_rate");
+    mc_jw_int(&w, sample_rate);
+    mc_jw_key(&w, "channels");
+    mc_jw_int(&w, 1);
+    mc_jw_obj_close(&w);
+    return mc_jw_finish(&w);
+}
+
+static int enc_listen_id_only(char *out, size_t cap, const char *type, const char *listen_id) {
+    if (!mc_valid_listen_id(listen_id)) return MC_ERR_ARG;
+    mc_jw_t w;
+    mc_jw_init(&w, out, cap);
+    mc_jw_obj_open(&w);
+    mc_jw_key(&w, "type");
+    mc_jw_str(&w, type);
+    mc_jw_key(&w, "listen_id");
+    mc_jw_str(&w, listen_id);
+    mc_jw_obj_close(&w);
+    return mc_jw_finish(&w);
+}
+
+int mc_enc_listen_stop(char *out, size_t cap, const char *listen_id) {
+    return enc_listen_id_only(out, cap, "listen.stop", listen_id);
+}
+
+int mc_enc_listen_cancel(char *out, size_t cap, const char *listen_id) {
+    return enc_listen_id_only(out, cap, "listen.cancel", listen_id);
 }

@@ -136,6 +136,8 @@ void test_frames_from_the_gateway_decode(void) {
         case MC_FRAME_ERROR: got = frame.error_code; break;
         case MC_FRAME_OTA_OFFER: got = frame.manifest; TEST_ASSERT_EQUAL_INT(MC_KIND_FIRMWARE, frame.kind); break;
         case MC_FRAME_OTA_ROLLBACK: got = frame.version; TEST_ASSERT_EQUAL_INT(MC_KIND_MODEL, frame.kind); break;
+        case MC_FRAME_TRANSCRIPT: got = frame.listen_id; break;
+        case MC_FRAME_SPEAK_START: got = frame.format; break;
         default: break;
         }
         TEST_ASSERT_EQUAL_STRING_MESSAGE(v->field, got, v->name);
@@ -143,6 +145,80 @@ void test_frames_from_the_gateway_decode(void) {
     TEST_ASSERT_EQUAL_INT(MC_OK, mc_frame_decode(V_FRAME[6].frame, V_FRAME[6].len, &frame));
     TEST_ASSERT_EQUAL_INT(MC_ACK_REJECTED, frame.ack);
     TEST_ASSERT_EQUAL_STRING("text: too long", frame.detail);
+}
+
+static const v_frame_t *vector(const char *name) {
+    for (size_t i = 0; i < V_FRAME_N; i++) {
+        if (strcmp(V_FRAME[i].name, name) == 0) return &V_FRAME[i];
+    }
+    TEST_FAIL_MESSAGE(name);
+    return NULL;
+}
+
+static int decode_vector(const char *name) {
+    const v_frame_t *v = vector(name);
+    return mc_frame_decode(v->frame, v->len, &frame);
+}
+
+void test_voice_frames_decode_as_the_gateway_sends_them(void) {
+    /* the vectors are made by microclaw.gateway.protocol (firmware/tools/make_vectors.py) */
+    TEST_ASSERT_EQUAL_INT(MC_OK, decode_vector("transcript"));
+    TEST_ASSERT_EQUAL_INT(MC_FRAME_TRANSCRIPT, frame.type);
+    TEST_ASSERT_EQUAL_STRING("voice:l-0a1b", frame.message_id);
+    TEST_ASSERT_EQUAL_STRING("what time is it", frame.text);
+    TEST_ASSERT_EQUAL_INT(MC_ACK_DUPLICATE, frame.ack);
+    TEST_ASSERT_EQUAL_INT(MC_OK, decode_vector("speak_start"));
+    TEST_ASSERT_EQUAL_INT(MC_FRAME_SPEAK_START, frame.type);
+    TEST_ASSERT_TRUE(frame.seq == 45 && frame.sample_rate == 16000 && frame.audio_bytes == 52800);
+    TEST_ASSERT_EQUAL_INT(1, frame.channels);
+    TEST_ASSERT_EQUAL_INT(MC_OK, decode_vector("speak_end"));
+    TEST_ASSERT_TRUE(frame.type == MC_FRAME_SPEAK_END && frame.seq == 45);
+    TEST_ASSERT_EQUAL_INT(MC_OK, decode_vector("error_stt_failed"));
+    TEST_ASSERT_EQUAL_INT(MC_VERR_STT_FAILED, frame.voice_error);
+    TEST_ASSERT_EQUAL_STRING("l-0a1b", frame.listen_id);
+    TEST_ASSERT_EQUAL_INT(1, frame.transient);
+    TEST_ASSERT_EQUAL_INT(MC_OK, decode_vector("error_tts_failed"));
+    TEST_ASSERT_TRUE(frame.voice_error == MC_VERR_TTS_FAILED && frame.seq == 45 && frame.transient == 0);
+    /* every voice error code the gateway sends, and an empty transcript */
+    static const char *const codes[] = {"no_listen", "audio_too_long", "busy", "voice_off", "stt_failed",
+                                        "tts_failed"};
+    for (int i = 0; i < 6; i++) TEST_ASSERT_EQUAL_INT(i + 1, mc_voice_error(codes[i]));
+    TEST_ASSERT_EQUAL_INT(MC_VERR_NONE, mc_voice_error("bad_frame"));
+    static const char empty[] = "{\"type\":\"transcript\",\"listen_id\":\"l-1\",\"message_id\":\"voice:l-1\","
+                                "\"text\":\"\",\"status\":\"empty\"}";
+    TEST_ASSERT_EQUAL_INT(MC_OK, mc_frame_decode(empty, strlen(empty), &frame));
+    TEST_ASSERT_EQUAL_INT(MC_ACK_EMPTY, frame.ack);
+    static const char *const bad[] = {
+        "{\"type\":\"transcript\",\"listen_id\":\"l-1\",\"message_id\":\"voice:l-1\",\"status\":\"stored\"}",
+        "{\"type\":\"speak.start\",\"seq\":1,\"format\":\"pcm16\",\"sample_rate\":16000,\"channels\":1}",
+        "{\"type\":\"speak.start\",\"seq\":1,\"format\":\"pcm16\",\"sample_rate\":16000,\"channels\":1,"
+        "\"bytes\":-2}",
+        "{\"type\":\"speak.end\",\"seq\":0}",
+        "{\"type\":\"error\",\"code\":\"busy\",\"transient\":\"yes\"}"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        if (mc_frame_decode(bad[i], strlen(bad[i]), &frame) >= 0) TEST_FAIL_MESSAGE(bad[i]);
+    }
+}
+
+void test_voice_encoders(void) {
+    char out[256];
+    int n = mc_enc_listen_start(out, sizeof out, "l-17", 16000);
+    TEST_ASSERT_EQUAL_STRING("{\"type\":\"listen.start\",\"listen_id\":\"l-17\",\"format\":\"pcm16\","
+                             "\"sample_rate\":16000,\"channels\":1}", out);
+    TEST_ASSERT_EQUAL_INT((int)strlen(out), n);
+    mc_enc_listen_stop(out, sizeof out, "l-17");
+    TEST_ASSERT_EQUAL_STRING("{\"type\":\"listen.stop\",\"listen_id\":\"l-17\"}", out);
+    mc_enc_listen_cancel(out, sizeof out, "l-17");
+    TEST_ASSERT_EQUAL_STRING("{\"type\":\"listen.cancel\",\"listen_id\":\"l-17\"}", out);
+    char long_id[66];
+    memset(long_id, 'a', 65);
+    long_id[65] = '\0';
+    TEST_ASSERT_EQUAL_INT(MC_ERR_ARG, mc_enc_listen_stop(out, sizeof out, long_id));
+    long_id[64] = '\0';
+    TEST_ASSERT_GREATER_THAN(0, mc_enc_listen_stop(out, sizeof out, long_id));
+    TEST_ASSERT_EQUAL_INT(MC_ERR_ARG, mc_enc_listen_start(out, sizeof out, "l 1", 16000));
+    TEST_ASSERT_EQUAL_INT(MC_ERR_ARG, mc_enc_listen_start(out, sizeof out, "l-1", 7999));
+    TEST_ASSERT_EQUAL_INT(MC_ERR_ARG, mc_enc_listen_start(out, sizeof out, "l-1", 48001));
 }
 
 void test_frames_every_truncation_is_refused_cleanly(void) {

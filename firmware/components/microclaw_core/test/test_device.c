@@ -271,3 +271,203 @@ void test_device_model_ota_self_test_passes(void) {
     TEST_ASSERT_EQUAL_STRING("2.0.0", mc_device_version(&D, MC_KIND_MODEL));
     TEST_ASSERT_EQUAL_INT(0, T2.boot[MC_KIND_MODEL]);
 }
+
+/* ---- voice ------------------------------------------------------------------------------- */
+
+static void voice_session(void) {
+    t_hal_init(&T2, &H2);
+    boot();
+    pair();
+    session(0);
+}
+
+/* The listen_id of the last listen.* frame sent. */
+static const char *sent_listen_id(void) {
+    static char id[MC_LISTEN_ID_CAP];
+    const char *p = strstr(t_last_frame(&T2), "\"listen_id\":\"");
+    TEST_ASSERT_NOT_NULL(p);
+    p += 13;
+    size_t n = (size_t)(strchr(p, '"') - p);
+    memcpy(id, p, n);
+    id[n] = '\0';
+    return id;
+}
+
+static int transcript(const char *id, const char *status) {
+    char t[256];
+    snprintf(t, sizeof t, "{\"type\":\"transcript\",\"listen_id\":\"%s\",\"message_id\":\"voice:%s\","
+             "\"text\":\"what time is it\",\"status\":\"%s\"}", id, id, status);
+    return text_in(t);
+}
+
+void test_device_voice_turn_frames_audio_and_caps_the_listen(void) {
+    voice_session();
+    TEST_ASSERT_NOT_NULL(strstr(T2.frames[0], "\"capabilities\":[\"text\",\"speaker\"]")); /* HAL plays */
+    TEST_ASSERT_EQUAL_INT(MC_ERR_STATE, mc_device_audio_chunk(&D, 320)); /* no listen open */
+    T2.nframes = 0;
+    mc_device_event(&D, MC_EV_PTT_DOWN);
+    TEST_ASSERT_EQUAL_INT(MC_ST_LISTENING, D.state);
+    TEST_ASSERT_EQUAL_INT(MC_AUDIO_CAPTURE_START, T2.audio_last);
+    TEST_ASSERT_NOT_NULL(strstr(t_last_frame(&T2), "{\"type\":\"listen.start\",\"listen_id\":\"l-"));
+    TEST_ASSERT_NOT_NULL(strstr(t_last_frame(&T2), "\"format\":\"pcm16\",\"sample_rate\":16000,\"channels\":1}"));
+    char id[MC_LISTEN_ID_CAP];
+    strcpy(id, sent_listen_id());
+    TEST_ASSERT_EQUAL_INT(1, D.voice.pending);
+    /* framing: at most MC_AUDIO_CHUNK_MAX per binary frame, whole samples */
+    TEST_ASSERT_EQUAL_INT(MC_AUDIO_CHUNK_MAX, mc_device_audio_chunk(&D, 10000));
+    TEST_ASSERT_EQUAL_INT(600, mc_device_audio_chunk(&D, 601));
+    TEST_ASSERT_EQUAL_INT(MC_ERR_ARG, mc_device_audio_chunk(&D, 1));
+    mc_device_event(&D, MC_EV_PTT_UP);
+    TEST_ASSERT_EQUAL_INT(MC_AUDIO_CAPTURE_STOP, T2.audio_last);
+    TEST_ASSERT_EQUAL_INT(MC_OK, mc_device_listen_stop(&D));
+    char want[128];
+    snprintf(want, sizeof want, "{\"type\":\"listen.stop\",\"listen_id\":\"%s\"}", id);
+    TEST_ASSERT_EQUAL_STRING(want, t_last_frame(&T2));
+    TEST_ASSERT_EQUAL_INT(MC_ERR_STATE, mc_device_audio_chunk(&D, 320)); /* closed */
+    TEST_ASSERT_EQUAL_INT(MC_FRAME_TRANSCRIPT, transcript("l-other", "stored")); /* not ours: ignored */
+    TEST_ASSERT_EQUAL_INT(1, D.voice.pending);
+    TEST_ASSERT_EQUAL_INT(MC_FRAME_TRANSCRIPT, transcript(id, "stored"));
+    TEST_ASSERT_EQUAL_INT(0, D.voice.pending);
+    TEST_ASSERT_EQUAL_INT(MC_ACK_STORED, D.voice.last_status);
+    TEST_ASSERT_EQUAL_INT(MC_ERR_NOT_FOUND, mc_device_listen_start(&D, 1)); /* answered: nothing to retry */
+    /* a new turn gets a new id; the cap is max_listen_s (30 s at 16 kHz) of PCM16 */
+    mc_device_event(&D, MC_EV_PTT_DOWN);
+    TEST_ASSERT_TRUE(strcmp(id, sent_listen_id()) != 0);
+    uint32_t sent = 0;
+    int n;
+    while ((n = mc_device_audio_chunk(&D, MC_AUDIO_CHUNK_MAX)) > 0) sent += (uint32_t)n;
+    TEST_ASSERT_EQUAL_INT(0, n);
+    TEST_ASSERT_EQUAL_UINT32(30u * 16000u * 2u, sent);
+    TEST_ASSERT_NOT_NULL(strstr(t_last_frame(&T2), "\"type\":\"listen.stop\"")); /* the cap ended the turn */
+    TEST_ASSERT_EQUAL_INT(MC_AUDIO_CAPTURE_STOP, T2.audio_last);
+    int stops = t_count_frames(&T2, "listen.stop");
+    TEST_ASSERT_EQUAL_INT(MC_OK, mc_device_listen_stop(&D)); /* the release after the cap: nothing more */
+    TEST_ASSERT_EQUAL_INT(stops, t_count_frames(&T2, "listen.stop"));
+    /* cancel: listen.cancel with the id, nothing pending */
+    mc_device_event(&D, MC_EV_PTT_DOWN);
+    strcpy(id, sent_listen_id());
+    TEST_ASSERT_EQUAL_INT(MC_OK, mc_device_listen_cancel(&D));
+    snprintf(want, sizeof want, "{\"type\":\"listen.cancel\",\"listen_id\":\"%s\"}", id);
+    TEST_ASSERT_EQUAL_STRING(want, t_last_frame(&T2));
+    TEST_ASSERT_EQUAL_INT(0, D.voice.pending);
+    TEST_ASSERT_EQUAL_INT(0, (int)D.bad_frames);
+}
+
+void test_device_voice_retry_reuses_the_listen_id_after_reboot(void) {
+    voice_session();
+    TEST_ASSERT_EQUAL_INT(MC_ERR_NOT_FOUND, mc_device_listen_start(&D, 1));
+    mc_device_event(&D, MC_EV_PTT_DOWN);
+    char id[MC_LISTEN_ID_CAP];
+    strcpy(id, sent_listen_id());
+    TEST_ASSERT_EQUAL_INT(4000, mc_device_audio_chunk(&D, 4000));
+    mc_device_event(&D, MC_EV_PTT_UP);
+    mc_device_listen_stop(&D);
+    /* the link drops before the transcript, then the board reboots */
+    mc_device_disconnected(&D);
+    boot();
+    TEST_ASSERT_EQUAL_INT(1, D.voice.pending);
+    TEST_ASSERT_EQUAL_STRING(id, D.voice.listen_id);
+    TEST_ASSERT_EQUAL_INT(MC_ERR_STATE, mc_device_listen_start(&D, 1)); /* no session yet */
+    mc_device_event(&D, MC_EV_NET_UP);
+    session(0);
+    TEST_ASSERT_EQUAL_INT(MC_OK, mc_device_listen_start(&D, 1));
+    TEST_ASSERT_EQUAL_STRING(id, sent_listen_id());
+    TEST_ASSERT_EQUAL_INT(4000, mc_device_audio_chunk(&D, 4000));
+    TEST_ASSERT_EQUAL_INT(MC_OK, mc_device_listen_stop(&D));
+    TEST_ASSERT_EQUAL_INT(MC_FRAME_TRANSCRIPT, transcript(id, "duplicate"));
+    TEST_ASSERT_EQUAL_INT(MC_ACK_DUPLICATE, D.voice.last_status);
+    boot(); /* answered: forgotten for good */
+    TEST_ASSERT_EQUAL_INT(0, D.voice.pending);
+}
+
+static int voice_error(const char *code, const char *id, int transient) {
+    char t[256];
+    snprintf(t, sizeof t, "{\"type\":\"error\",\"code\":\"%s\",\"detail\":\"x\",\"listen_id\":\"%s\",\"transient\":%s}",
+             code, id, transient ? "true" : "false");
+    return text_in(t);
+}
+
+void test_device_voice_errors(void) {
+    static const struct {
+        const char *code;
+        int transient;
+        int keeps; /* the turn may be sent again under its id */
+    } cases[] = {{"no_listen", 0, 1},      {"busy", 1, 1},       {"stt_failed", 1, 1},
+                 {"stt_failed", 0, 0},     {"audio_too_long", 0, 0}, {"voice_off", 0, 0}};
+    voice_session();
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        mc_device_event(&D, MC_EV_PTT_DOWN);
+        char id[MC_LISTEN_ID_CAP];
+        strcpy(id, sent_listen_id());
+        TEST_ASSERT_EQUAL_INT(MC_FRAME_ERROR, voice_error(cases[i].code, "l-someone-else", cases[i].transient));
+        TEST_ASSERT_EQUAL_INT_MESSAGE(1, D.voice.recording, cases[i].code); /* another turn's answer */
+        TEST_ASSERT_EQUAL_INT(MC_FRAME_ERROR, voice_error(cases[i].code, id, cases[i].transient));
+        TEST_ASSERT_EQUAL_INT_MESSAGE(0, D.voice.recording, cases[i].code);
+        TEST_ASSERT_EQUAL_INT_MESSAGE(cases[i].keeps, D.voice.pending, cases[i].code);
+        TEST_ASSERT_EQUAL_INT(mc_voice_error(cases[i].code), D.voice.last_error);
+        TEST_ASSERT_EQUAL_STRING(cases[i].code, T2.display[MC_DISPLAY_ERROR]);
+        TEST_ASSERT_EQUAL_INT(MC_ERR_STATE, mc_device_audio_chunk(&D, 320));
+        TEST_ASSERT_EQUAL_INT(MC_ST_LISTENING, D.state);
+    }
+    TEST_ASSERT_EQUAL_INT(0, (int)D.bad_frames);
+}
+
+static void speak_start(int seq, int bytes) {
+    char t[200];
+    snprintf(t, sizeof t, "{\"type\":\"speak.start\",\"seq\":%d,\"format\":\"pcm16\",\"sample_rate\":16000,"
+             "\"channels\":1,\"bytes\":%d}", seq, bytes);
+    TEST_ASSERT_EQUAL_INT(MC_FRAME_SPEAK_START, text_in(t));
+}
+
+static int speak_end(int seq) {
+    char t[64];
+    snprintf(t, sizeof t, "{\"type\":\"speak.end\",\"seq\":%d}", seq);
+    return text_in(t);
+}
+
+void test_device_speech_plays_through_the_audio_hal(void) {
+    static uint8_t pcm[4096];
+    for (size_t i = 0; i < sizeof pcm; i++) pcm[i] = (uint8_t)(i * 7);
+    voice_session();
+    TEST_ASSERT_EQUAL_INT(MC_ERR_STATE, mc_device_on_binary(&D, pcm, 100)); /* no speech open */
+    TEST_ASSERT_EQUAL_INT(1, (int)D.bad_frames);
+    event(1, "It is 10:04.");
+    speak_start(1, 5000);
+    TEST_ASSERT_EQUAL_INT(MC_ST_SPEAKING, D.state);
+    TEST_ASSERT_EQUAL_INT(MC_AUDIO_PLAY_START, T2.audio_last);
+    TEST_ASSERT_EQUAL_INT(MC_OK, mc_device_on_binary(&D, pcm, 4096));
+    TEST_ASSERT_EQUAL_INT(MC_ERR_TOO_BIG, mc_device_on_binary(&D, pcm, 4096)); /* past `bytes` */
+    TEST_ASSERT_EQUAL_UINT32(4096, T2.audio_written);
+    TEST_ASSERT_EQUAL_INT(MC_OK, mc_device_on_binary(&D, pcm, 904));
+    TEST_ASSERT_EQUAL_UINT32(5000, T2.audio_written);
+    TEST_ASSERT_EQUAL_MEMORY(pcm, T2.audio_first, 4);
+    TEST_ASSERT_EQUAL_INT(MC_ERR_STATE, speak_end(2)); /* another seq */
+    TEST_ASSERT_EQUAL_INT(MC_FRAME_SPEAK_END, speak_end(1));
+    TEST_ASSERT_EQUAL_INT(MC_AUDIO_PLAY_END, T2.audio_last);
+    TEST_ASSERT_EQUAL_INT(MC_ST_LISTENING, D.state);
+    TEST_ASSERT_EQUAL_INT(1, (int)D.voice.speeches);
+    /* barge-in: push-to-talk during speech stops playback; the rest of it is not played */
+    event(2, "A long answer.");
+    speak_start(2, 8000);
+    mc_device_on_binary(&D, pcm, 4096);
+    mc_device_event(&D, MC_EV_PTT_DOWN);
+    TEST_ASSERT_EQUAL_INT(MC_AUDIO_CAPTURE_START, T2.audio_last);
+    TEST_ASSERT_EQUAL_INT(MC_OK, mc_device_on_binary(&D, pcm, 3904)); /* accepted, not played */
+    TEST_ASSERT_EQUAL_UINT32(5000 + 4096, T2.audio_written);
+    TEST_ASSERT_EQUAL_INT(MC_FRAME_SPEAK_END, speak_end(2));
+    TEST_ASSERT_EQUAL_INT(2, (int)D.bad_frames); /* the frame outside a speech and the one past `bytes` */
+    /* a speech cut by a lost link is over; tts_failed leaves the text shown */
+    mc_device_listen_cancel(&D);
+    event(3, "Third.");
+    speak_start(3, 100);
+    mc_device_disconnected(&D);
+    TEST_ASSERT_EQUAL_INT(MC_AUDIO_PLAY_STOP, T2.audio_last);
+    TEST_ASSERT_EQUAL_INT(0, D.voice.speaking);
+    session(3);
+    event(4, "Fourth.");
+    TEST_ASSERT_EQUAL_INT(MC_FRAME_ERROR,
+                          text_in("{\"type\":\"error\",\"code\":\"tts_failed\",\"detail\":\"x\",\"seq\":4,"
+                                  "\"transient\":true}"));
+    TEST_ASSERT_EQUAL_STRING("Fourth.", T2.display[MC_DISPLAY_LAST_MESSAGE]);
+    TEST_ASSERT_EQUAL_INT(MC_VERR_TTS_FAILED, D.voice.last_error);
+}

@@ -76,6 +76,16 @@ static int audio_ctl(void *ctx, int cmd) {
     return MC_OK;
 }
 
+static int audio_write(void *ctx, const uint8_t *data, size_t len) {
+    t_hal *t = (t_hal *)ctx;
+    if (t->audio_fail) return MC_ERR_IO;
+    for (size_t i = 0; i < len && t->audio_written + i < sizeof t->audio_first; i++) {
+        t->audio_first[t->audio_written + i] = data[i];
+    }
+    t->audio_written += (uint32_t)len;
+    return MC_OK;
+}
+
 static int p_begin(void *ctx, int kind, int slot, uint32_t size) {
     t_hal *t = (t_hal *)ctx;
     if (size > T_PART) return MC_ERR_SIZE;
@@ -137,6 +147,7 @@ void t_hal_init(t_hal *t, mc_hal_t *hal) {
     hal->net_send = net_send;
     hal->display = display;
     hal->audio_ctl = audio_ctl;
+    hal->audio_write = audio_write;
     hal->part_begin = p_begin;
     hal->part_write = p_write;
     hal->part_finish = p_finish;

@@ -36,6 +36,9 @@ typedef struct {
     int reboots;
     int csr_fail;
     int audio_last;
+    uint32_t audio_written;  /* bytes the core handed to audio_write */
+    uint8_t audio_first[4];  /* the first bytes written (what arrived is what plays) */
+    int audio_fail;
 } t_hal;
 
 void t_hal_init(t_hal *t, mc_hal_t *hal);

@@ -12,6 +12,8 @@
     X(test_json_writer_matches_python_compact)                \
     X(test_base64_roundtrip_and_strict)                       \
     X(test_frames_from_the_gateway_decode)                    \
+    X(test_voice_frames_decode_as_the_gateway_sends_them)     \
+    X(test_voice_encoders)                                    \
     X(test_frames_every_truncation_is_refused_cleanly)        \
     X(test_frames_refuse_bad_shapes)                          \
     X(test_frames_random_mutations_never_crash)               \
@@ -34,7 +36,11 @@
     X(test_device_offline_queue_flushes_after_reconnect_and_reboot) \
     X(test_device_bad_frames_change_nothing)                  \
     X(test_device_ota_install_self_test_and_rollback)         \
-    X(test_device_model_ota_self_test_passes)
+    X(test_device_model_ota_self_test_passes)                 \
+    X(test_device_voice_turn_frames_audio_and_caps_the_listen) \
+    X(test_device_voice_retry_reuses_the_listen_id_after_reboot) \
+    X(test_device_voice_errors)                               \
+    X(test_device_speech_plays_through_the_audio_hal)
 
 #define DECLARE(name) void name(void);
 TESTS(DECLARE)
