@@ -163,6 +163,13 @@ def load(lib_path: Path) -> C.CDLL:
         "mcx_offer_url": (C.c_char_p, [dev]),
         "mcx_offer_version": (C.c_char_p, [dev]),
         "mcx_last_seen": (C.c_int64, [dev]),
+        "mc_device_listen_start": (C.c_int, [dev, C.c_int]),
+        "mc_device_audio_chunk": (C.c_int, [dev, C.c_size_t]),
+        "mc_device_listen_stop": (C.c_int, [dev]),
+        "mc_device_listen_cancel": (C.c_int, [dev]),
+        "mc_device_on_binary": (C.c_int, [dev, C.c_char_p, C.c_size_t]),
+        "mcx_voice_listen_id": (C.c_char_p, [dev]),
+        "mcx_capabilities": (C.c_char_p, [dev]),
     }
     for name in (
         "state",
@@ -175,6 +182,10 @@ def load(lib_path: Path) -> C.CDLL:
         "offer_kind",
         "ota_state",
         "last_error",
+        "voice_recording",
+        "voice_pending",
+        "voice_last_status",
+        "voice_last_error",
     ):
         sigs[f"mcx_{name}"] = (C.c_int, [dev])
     for name in (
@@ -185,6 +196,9 @@ def load(lib_path: Path) -> C.CDLL:
         "ring_count",
         "ring_dropped",
         "ring_slots",
+        "voice_transcripts",
+        "voice_speeches",
+        "voice_speak_bytes",
     ):
         sigs[f"mcx_{name}"] = (C.c_uint32, [dev])
     for name, (restype, argtypes) in sigs.items():
@@ -244,12 +258,18 @@ class CoreDevice:
         slot_size: int = 1 << 20,
         max_boot_tries: int = 3,
         on_code: Callable[[str], None] | None = None,
+        speaker: bool = False,
     ) -> None:
         home.mkdir(parents=True, exist_ok=True)
         self.lib, self.home, self.url, self.ca_pem, self.device_id = lib, home, url, ca_pem, device_id
         self.storage = Storage(home / "nvs.json")
         self.on_code = on_code
         self.slot_size = slot_size
+        self.speaker = speaker
+        self.audio_cmds: list[int] = []  # MC_AUDIO_* the core asked the audio HAL for
+        self.played = bytearray()  # PCM the core handed to audio_write
+        self.audio_sent = 0  # PCM bytes sent as binary frames
+        self.drop: Callable[[dict[str, Any]], bool] | None = None  # frames "lost" before the core
         self.ws: ClientConnection | None = None
         self.link_with_cert = False
         self.sent: list[dict[str, Any]] = []
@@ -391,8 +411,21 @@ class CoreDevice:
         hal.random = self._guard(RANDOM, random, MC_ERR_IO)
         hal.net_send = self._guard(NET_SEND, net_send, MC_ERR_IO)
         hal.display = self._guard(DISPLAY, display, None)
-        hal.audio_ctl = AUDIO_CTL()  # NULL: a text-only board
-        hal.audio_write = AUDIO_WRITE()
+        if self.speaker:  # the audio HAL: commands and played PCM recorded (I2S on the S3)
+
+            def audio_ctl(_ctx: Any, cmd: int) -> int:
+                self.audio_cmds.append(cmd)
+                return MC_OK
+
+            def audio_write(_ctx: Any, data: Any, length: int) -> int:
+                self.played += C.string_at(data, length)
+                return MC_OK
+
+            hal.audio_ctl = self._guard(AUDIO_CTL, audio_ctl, MC_ERR_IO)
+            hal.audio_write = self._guard(AUDIO_WRITE, audio_write, MC_ERR_IO)
+        else:
+            hal.audio_ctl = AUDIO_CTL()  # NULL: a text-only board
+            hal.audio_write = AUDIO_WRITE()
         hal.part_begin = self._guard(PART_BEGIN, part_begin, MC_ERR_IO)
         hal.part_write = self._guard(PART_WRITE, part_write, MC_ERR_IO)
         hal.part_finish = self._guard(PART_FINISH, lambda _ctx, _kind, _slot: MC_OK, MC_ERR_IO)
@@ -478,14 +511,46 @@ class CoreDevice:
                 self.ws = None
                 self.check(self.lib.mc_device_disconnected(self.dev), "mc_device_disconnected")
                 continue
-            if raw is not None:
-                text = raw if isinstance(raw, str) else raw.decode()
-                self.received.append(json.loads(text))
-                self.lib.mc_device_on_text(self.dev, text.encode(), len(text.encode()))
+            if isinstance(raw, bytes):  # binary: speech between speak.start and speak.end
+                self.lib.mc_device_on_binary(self.dev, raw, len(raw))
+                self.check(0, "mc_device_on_binary")
+            elif raw is not None:
+                frame = json.loads(raw)
+                self.received.append(frame)
+                if self.drop is not None and self.drop(frame):
+                    continue
+                self.lib.mc_device_on_text(self.dev, raw.encode(), len(raw.encode()))
                 self.check(0, "mc_device_on_text")
             self.check(self.lib.mc_device_tick(self.dev), "mc_device_tick")
             if self.ws is not None and self.paired and not self.link_with_cert:
                 self.disconnect()  # paired on a pre-auth link: reconnect with the certificate
+
+    def send_audio(self, pcm: bytes) -> None:
+        """What app_main.c does with a capture: ask the core how to frame it, send binary frames."""
+        assert self.ws is not None
+        view = memoryview(pcm)
+        while view:
+            n = self.lib.mc_device_audio_chunk(self.dev, len(view))
+            self.check(n, "mc_device_audio_chunk")
+            if n == 0:  # the cap: the core ended the listen
+                return
+            self.ws.send(bytes(view[:n]))
+            self.audio_sent += n
+            view = view[n:]
+
+    def talk(self, pcm: bytes, *, retry: bool = False) -> str:
+        """Push-to-talk with ``pcm`` as the capture (or, ``retry``, the pending listen sent again):
+        listen.start, the PCM as binary frames, listen.stop. Returns the listen id."""
+        if retry:
+            self.check(self.lib.mc_device_listen_start(self.dev, 1), "mc_device_listen_start")
+        else:
+            self.check(self.lib.mc_device_event(self.dev, 8), "PTT down")  # MC_EV_PTT_DOWN
+            assert self.voice_recording, "push-to-talk did not open a listen"
+        self.send_audio(pcm)
+        if not retry:
+            self.check(self.lib.mc_device_event(self.dev, 9), "PTT up")  # MC_EV_PTT_UP
+        self.check(self.lib.mc_device_listen_stop(self.dev), "mc_device_listen_stop")
+        return str(self.voice_listen_id)
 
     # --- views --------------------------------------------------------------------------------
 

@@ -49,3 +49,12 @@ const char *mcx_offer_version(const mc_device_t *d) { return d->offer.version; }
 int mcx_offer_kind(const mc_device_t *d) { return d->offer.kind; }
 int mcx_ota_state(const mc_device_t *d) { return d->ota.state; }
 int mcx_last_error(const mc_device_t *d) { return d->last_error; }
+int mcx_voice_recording(const mc_device_t *d) { return d->voice.recording; }
+int mcx_voice_pending(const mc_device_t *d) { return d->voice.pending; }
+int mcx_voice_last_status(const mc_device_t *d) { return d->voice.last_status; }
+int mcx_voice_last_error(const mc_device_t *d) { return d->voice.last_error; }
+uint32_t mcx_voice_transcripts(const mc_device_t *d) { return d->voice.transcripts; }
+uint32_t mcx_voice_speeches(const mc_device_t *d) { return d->voice.speeches; }
+uint32_t mcx_voice_speak_bytes(const mc_device_t *d) { return d->voice.speak_bytes; }
+const char *mcx_voice_listen_id(const mc_device_t *d) { return d->voice.listen_id; }
+const char *mcx_capabilities(const mc_device_t *d) { return d->cfg.capabilities; }
