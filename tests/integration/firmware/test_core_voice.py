@@ -19,11 +19,11 @@ from tests.integration.firmware.coredev import CoreDevice, build_core
 from tests.integration.firmware.test_core_on_gateway import paired_device, stored
 from tests.integration.gateway.harness import GatewayRig, gateway_env
 from tests.integration.gateway.test_voice import PHRASE, spoken
-from tests.integration.stack import Stack
 
 pytestmark = pytest.mark.slow
 
 MC_ACK_DUPLICATE = 1
+PCM16_MONO_16K = {"format": "pcm16", "sample_rate": 16000, "channels": 1}
 MC_AUDIO_PLAY_START, MC_AUDIO_PLAY_END = 2, 4
 
 
@@ -66,9 +66,7 @@ def test_a_voice_turn_from_the_core_is_stored_once_and_the_reply_plays_through_i
         }
     ]
     starts = [f for f in dev.sent if f["type"] == "listen.start"]
-    assert starts == [
-        {"type": "listen.start", "listen_id": listen_id, "format": "pcm16", "sample_rate": 16000, "channels": 1}
-    ]
+    assert starts == [{"type": "listen.start", "listen_id": listen_id, **PCM16_MONO_16K}]
     assert dev.audio_sent == len(pcm) // 2 * 2
     assert dev.voice_pending == 1 and dev.voice_transcripts == 0  # the core never saw the answer
     dev.disconnect()
@@ -96,7 +94,7 @@ def test_a_voice_turn_from_the_core_is_stored_once_and_the_reply_plays_through_i
         assert len(after.played) == start["bytes"] == after.voice_speak_bytes > 16000
         assert after.audio_cmds[-2:] == [MC_AUDIO_PLAY_START, MC_AUDIO_PLAY_END]
         assert after.messages[-1] == "It is ten past four."
-        assert "listening" == after.states[-1]  # speaking ended with speak.end
+        assert after.states[-1] == "listening"  # speaking ended with speak.end
         assert after.bad_frames == 0 and not [f for f in after.received if f["type"] == "error"]
     finally:
         after.close()
