@@ -4,8 +4,10 @@
  * this file only moves events between the hardware and the core, in one task:
  *
  *   NVS + factory data -> board + screen -> core init (slot records: a pending image is under
- *   test) -> Wi-Fi -> loop { connect with backoff (client certificate once paired), frames in,
- *   push-to-talk, ticks, OTA downloads, the self-test deadline }.
+ *   test) -> Wi-Fi -> loop { connect with backoff (client certificate once paired), frames in
+ *   (text to the core, binary speech to the core and on to the speaker), push-to-talk (the core
+ *   opens a listen; the capture streams out as binary frames the core sizes; listen.stop on
+ *   release), ticks, OTA downloads, the self-test deadline }.
  *
  * The WebSocket client and the button run in their own tasks and only post to this task's
  * queue, so the core is never entered from two tasks.
@@ -36,13 +38,13 @@
 
 static const char *TAG = "app";
 
-typedef enum { MSG_NET_UP, MSG_NET_TEXT, MSG_NET_DOWN, MSG_PTT } msg_kind_t;
+typedef enum { MSG_NET_UP, MSG_NET_TEXT, MSG_NET_DOWN, MSG_PTT, MSG_NET_BINARY } msg_kind_t;
 
 typedef struct {
     msg_kind_t kind;
     uint32_t link; /* which link the event is about: stale events of a closed link are ignored */
     int value;  /* close code, or 1/0 for the button */
-    char *text; /* MSG_NET_TEXT: a heap copy, freed by the loop */
+    char *text; /* MSG_NET_TEXT / MSG_NET_BINARY: a heap copy, freed by the loop */
     size_t len;
 } msg_t;
 
@@ -62,7 +64,7 @@ static void on_net(net_event_t event, const char *data, size_t len, int close_co
     } else if (event == NET_DOWN) {
         m.kind = MSG_NET_DOWN;
     } else {
-        m.kind = MSG_NET_TEXT;
+        m.kind = event == NET_BINARY ? MSG_NET_BINARY : MSG_NET_TEXT;
         m.text = malloc(len + 1);
         if (m.text == NULL) {
             return; /* dropped: the gateway replays events, and messages stay queued until acked */
@@ -84,6 +86,69 @@ static void on_ptt(bool down, void *ctx)
 }
 
 static bool s_link_with_cert;
+
+/* Voice: the capture buffer (audio.c) holds the audio of the listen s_capture_id; s_streamed
+ * samples of it went out on this link. A turn whose answer was lost is sent again from it. */
+static char s_capture_id[MC_LISTEN_ID_CAP];
+static size_t s_streamed;
+static bool s_retry; /* a listen was pending (unanswered) when this link came up */
+
+/* Send captured samples [s_streamed, have) as binary frames, sized by the core (it caps the
+ * listen at max_listen_s and sends listen.stop itself when the cap is reached). */
+static void stream_capture(void)
+{
+    size_t have = 0;
+    const int16_t *pcm = audio_captured(&have);
+    while (s_dev.voice.recording && s_streamed < have) {
+        const uint8_t *p = (const uint8_t *)(pcm + s_streamed);
+        const int n = mc_device_audio_chunk(&s_dev, (have - s_streamed) * sizeof(int16_t));
+        if (n <= 0) {
+            break; /* 0: the cap ended the listen; < 0: no listen open */
+        }
+        if (net_send_binary(p, (size_t)n) != ESP_OK) {
+            break; /* the link is going down: the turn is sent again after the next welcome */
+        }
+        s_streamed += (size_t)n / sizeof(int16_t);
+    }
+}
+
+static void on_ptt_event(bool down)
+{
+    mc_device_event(&s_dev, down ? MC_EV_PTT_DOWN : MC_EV_PTT_UP); /* down: listen.start, capture on */
+    if (down) {
+        s_streamed = 0;
+        strlcpy(s_capture_id, s_dev.voice.recording ? s_dev.voice.listen_id : "", sizeof s_capture_id);
+        return;
+    }
+    stream_capture(); /* the tail captured before the button came up */
+    if (s_dev.voice.recording) {
+        mc_device_listen_stop(&s_dev);
+    }
+}
+
+/* After a welcome: a listen whose transcript never came is sent again under its id (the gateway
+ * answers `duplicate` if it was stored); without its audio (a reboot) it is dropped. */
+static void retry_pending_listen(void)
+{
+    if (!s_retry || !s_dev.welcomed) {
+        return;
+    }
+    s_retry = false;
+    if (!s_dev.voice.pending || s_dev.voice.recording) {
+        return;
+    }
+    size_t have = 0;
+    audio_captured(&have);
+    if (strcmp(s_capture_id, s_dev.voice.listen_id) != 0 || have == 0) {
+        mc_device_listen_cancel(&s_dev);
+        return;
+    }
+    if (mc_device_listen_start(&s_dev, 1) == MC_OK) {
+        s_streamed = 0;
+        stream_capture();
+        mc_device_listen_stop(&s_dev);
+    }
+}
 
 static esp_err_t open_link(void)
 {
@@ -179,10 +244,16 @@ static void run(void)
             }
             switch (m.kind) {
             case MSG_NET_UP:
+                s_retry = s_dev.voice.pending != 0; /* answered on no earlier link: send it again */
                 mc_device_connected(&s_dev);
                 break;
             case MSG_NET_TEXT:
                 mc_device_on_text(&s_dev, m.text, m.len); /* a refused frame is counted, not fatal */
+                free(m.text);
+                break;
+            case MSG_NET_BINARY:
+                /* speech: length-checked against speak.start and handed to the speaker by the core */
+                mc_device_on_binary(&s_dev, (const uint8_t *)m.text, m.len);
                 free(m.text);
                 break;
             case MSG_NET_DOWN:
@@ -196,13 +267,15 @@ static void run(void)
                 }
                 break;
             case MSG_PTT:
-                mc_device_event(&s_dev, m.value ? MC_EV_PTT_DOWN : MC_EV_PTT_UP);
+                on_ptt_event(m.value != 0);
                 break;
             }
         }
         if (s_dev.welcomed) {
             backoff_ms = 500;
         }
+        stream_capture(); /* while the button is held, audio goes out as it is captured */
+        retry_pending_listen();
         mc_device_tick(&s_dev);
         if (link_open && !s_link_with_cert && mc_pairing_is_paired(&s_hal) == 1) {
             /* paired on the pre-auth link: reconnect with the new certificate right away */
@@ -259,7 +332,8 @@ void app_main(void)
     strlcpy(cfg.device_id, s_factory.device_id, sizeof cfg.device_id);
     strlcpy(cfg.board, s_factory.board[0] ? s_factory.board : board->name, sizeof cfg.board);
     strlcpy(cfg.fw_version, esp_app_get_description()->version, sizeof cfg.fw_version);
-    strlcpy(cfg.capabilities, "text", sizeof cfg.capabilities);
+    strlcpy(cfg.capabilities, "text", sizeof cfg.capabilities); /* the core adds "speaker" (audio HAL) */
+    cfg.mic_sample_rate = CONFIG_MICROCLAW_AUDIO_SAMPLE_RATE;
     memcpy(cfg.ota_pubkey, s_factory.ota_pubkey, sizeof cfg.ota_pubkey);
     const esp_partition_t *app = esp_partition_find_first(ESP_PARTITION_TYPE_APP, ESP_PARTITION_SUBTYPE_APP_OTA_0, NULL);
     const esp_partition_t *model = esp_partition_find_first(ESP_PARTITION_TYPE_DATA, 0x40, "model_a");
@@ -275,7 +349,8 @@ void app_main(void)
         ESP_LOGW(TAG, "too many bad boots of the new firmware: back to the previous slot");
         esp_restart();
     }
-    ESP_ERROR_CHECK(audio_start(&io, 15, on_ptt, NULL));
+    /* PSRAM for one whole listen: the gateway's max_listen_s, the core's cap (~960 KB at 16 kHz) */
+    ESP_ERROR_CHECK(audio_start(&io, MC_VOICE_MAX_LISTEN_S, on_ptt, NULL));
 
     ui_set_connection("Wi-Fi: provision over BLE (ESP BLE Provisioning app) if new");
     ESP_ERROR_CHECK(provision_wifi(s_factory.device_id, 0)); /* 0: wait for an address */

@@ -16,7 +16,8 @@ typedef void (*audio_ptt_cb)(bool down, void *ctx);
 /* Starts the button task; at most `max_seconds` of audio are kept per capture (the rest is cut). */
 esp_err_t audio_start(const board_io_t *io, int max_seconds, audio_ptt_cb on_ptt, void *ctx);
 esp_err_t audio_capture(bool on);
-/* The last capture (valid until the next audio_capture(true)). */
+/* The capture so far (growing while capturing; valid until the next audio_capture(true)).
+ * Samples below *samples are written and stable: app_main streams them as they arrive. */
 const int16_t *audio_captured(size_t *samples);
 esp_err_t audio_play(bool on);
 esp_err_t audio_write(const uint8_t *pcm, size_t len);

@@ -100,6 +100,8 @@ static int audio_ctl(void *ctx, int cmd)
     case MC_AUDIO_CAPTURE_STOP: err = audio_capture(false); break;
     case MC_AUDIO_PLAY_START: err = audio_play(true); break;
     case MC_AUDIO_PLAY_STOP: err = audio_play(false); break;
+    /* esp_codec_dev_write blocks until I2S took the PCM: what was written has been queued */
+    case MC_AUDIO_PLAY_END: err = audio_play(false); break;
     default: break;
     }
     return err == ESP_OK ? MC_OK : MC_ERR_IO;

@@ -15,6 +15,7 @@ static net_config_t s_cfg;
 static char *s_frame; /* reassembly buffer, max_frame + 1 */
 static size_t s_have;
 static bool s_overflow;
+static bool s_binary; /* the frame being reassembled is binary (audio) */
 
 static void on_ws(void *arg, esp_event_base_t base, int32_t id, void *event_data)
 {
@@ -33,12 +34,15 @@ static void on_ws(void *arg, esp_event_base_t base, int32_t id, void *event_data
             s_cfg.cb(NET_DOWN, NULL, 0, code, s_cfg.ctx);
             break;
         }
-        if (ev->op_code != 0x01 && ev->op_code != 0x00) {
-            break; /* pings are answered by the client; binary is unused in protocol 1 */
+        if (ev->op_code != 0x01 && ev->op_code != 0x02 && ev->op_code != 0x00) {
+            break; /* pings are answered by the client */
         }
         if (ev->payload_offset == 0) {
             s_have = 0;
             s_overflow = false;
+            if (ev->op_code != 0x00) {
+                s_binary = ev->op_code == 0x02; /* a continuation keeps the first fragment's kind */
+            }
         }
         if (s_overflow || (size_t)ev->payload_len > s_cfg.max_frame) {
             s_overflow = true;
@@ -53,7 +57,7 @@ static void on_ws(void *arg, esp_event_base_t base, int32_t id, void *event_data
                 esp_websocket_client_close_with_code(s_client, 1009, NULL, 0, pdMS_TO_TICKS(1000));
             } else {
                 s_frame[s_have] = '\0';
-                s_cfg.cb(NET_TEXT, s_frame, s_have, 0, s_cfg.ctx);
+                s_cfg.cb(s_binary ? NET_BINARY : NET_TEXT, s_frame, s_have, 0, s_cfg.ctx);
             }
         }
         break;
@@ -99,6 +103,16 @@ esp_err_t net_send_text(const char *data, size_t len)
         return ESP_ERR_INVALID_STATE;
     }
     return esp_websocket_client_send_text(s_client, data, (int)len, pdMS_TO_TICKS(5000)) == (int)len
+               ? ESP_OK
+               : ESP_FAIL;
+}
+
+esp_err_t net_send_binary(const uint8_t *data, size_t len)
+{
+    if (s_client == NULL || !esp_websocket_client_is_connected(s_client)) {
+        return ESP_ERR_INVALID_STATE;
+    }
+    return esp_websocket_client_send_bin(s_client, (const char *)data, (int)len, pdMS_TO_TICKS(5000)) == (int)len
                ? ESP_OK
                : ESP_FAIL;
 }

@@ -1,18 +1,20 @@
 /*
  * One WebSocket connection to the gateway over TLS (esp_websocket_client): the CA is the
  * provisioned device CA only; the client certificate and key (from NVS) are presented once
- * paired, and left out for the pairing connection. Text frames are reassembled (the client hands
- * over fragments) and delivered whole; reconnecting is the core's decision (auto-reconnect off).
+ * paired, and left out for the pairing connection. Text and binary frames are reassembled (the
+ * client hands over fragments) and delivered whole; binary frames are audio (docs/device-protocol.md
+ * "Voice"). Reconnecting is the core's decision (auto-reconnect off).
  */
 #pragma once
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "esp_err.h"
 
-typedef enum { NET_UP, NET_TEXT, NET_DOWN } net_event_t;
+typedef enum { NET_UP, NET_TEXT, NET_DOWN, NET_BINARY } net_event_t;
 
-/* Called from the websocket client's task. For NET_TEXT, `data`/`len` is one whole text frame; for
+/* Called from the websocket client's task. For NET_TEXT / NET_BINARY, `data`/`len` is one whole frame; for
  * NET_DOWN, `close_code` is the peer's close code or 0 when the link just dropped. */
 typedef void (*net_cb)(net_event_t event, const char *data, size_t len, int close_code, void *ctx);
 
@@ -28,4 +30,6 @@ typedef struct {
 
 esp_err_t net_open(const net_config_t *cfg);
 esp_err_t net_send_text(const char *data, size_t len);
+/* One binary frame (captured PCM16, sized by mc_device_audio_chunk). */
+esp_err_t net_send_binary(const uint8_t *data, size_t len);
 void net_close(void);
