@@ -2,8 +2,9 @@
  * points the app calls (connection up/down, a text frame in, push-to-talk, a tick, OTA chunks).
  *
  * States: idle (no network), connecting (WebSocket/TLS being opened, or waiting for welcome),
- * pairing (pre-auth connection, code shown), listening (session up, ready), speaking (a reply
- * is shown/played), upgrading (an OTA image is being written), error (a fault; reset leaves).
+ * pairing (pre-auth connection, code shown), listening (session up, ready; push-to-talk keeps it
+ * there and opens a listen, voice.recording says the microphone is on), speaking (a reply is
+ * shown/played; speak.end returns to listening), upgrading (an OTA image is being written), error (a fault; reset leaves).
  * mc_state_next is the transition table as a pure function; the device applies it and shows
  * the state on the display.
  *

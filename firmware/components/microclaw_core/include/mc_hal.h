@@ -51,12 +51,14 @@ typedef struct mc_hal {
     /* Cryptographically strong random bytes (esp_fill_random). */
     int (*random)(void *ctx, uint8_t *buf, size_t len);
 
-    /* Send one WebSocket text frame on the current connection; MC_ERR_IO when down. */
+    /* Send one WebSocket text frame on the current connection; MC_ERR_IO when down. Binary audio
+     * frames are sent by the app itself, sized by mc_device_audio_chunk (mc_device.h). */
     int (*net_send)(void *ctx, const char *frame, size_t len);
 
     /* Show a field (may be NULL). */
     void (*display)(void *ctx, int field, const char *text);
-    /* Audio control and playback data (may be NULL on a text-only board). */
+    /* Audio control and playback data (may be NULL on a text-only board; with both set the
+     * hello lists the "speaker" capability and replies arrive spoken, see mc_device.h). */
     int (*audio_ctl)(void *ctx, int cmd);
     int (*audio_write)(void *ctx, const uint8_t *data, size_t len);
 
