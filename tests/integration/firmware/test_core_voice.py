@@ -18,7 +18,7 @@ import pytest
 from tests.integration.firmware.coredev import CoreDevice, build_core
 from tests.integration.firmware.test_core_on_gateway import paired_device, stored
 from tests.integration.gateway.harness import GatewayRig, gateway_env
-from tests.integration.gateway.test_voice import PHRASE, spoken
+from tests.integration.gateway.test_voice import PHRASE, spoken, tone
 
 pytestmark = pytest.mark.slow
 
@@ -98,6 +98,28 @@ def test_a_voice_turn_from_the_core_is_stored_once_and_the_reply_plays_through_i
         assert after.bad_frames == 0 and not [f for f in after.received if f["type"] == "error"]
     finally:
         after.close()
+
+
+def test_the_cores_cap_on_a_listen_is_what_the_gateway_accepts(
+    rig: GatewayRig, core_lib: Path, tmp_path: Path
+) -> None:
+    """31 s held down: the core sends exactly 30 s (the gateway's default max_listen_s), ends the
+    listen itself, and the gateway answers with a transcript, not `audio_too_long`."""
+    dev = paired_device(rig, core_lib, tmp_path / "board", "porch-1")
+    try:
+        dev.check(dev.lib.mc_device_event(dev.dev, 8), "PTT down")
+        listen_id = str(dev.voice_listen_id)
+        dev.send_audio(tone(31))
+        assert dev.audio_sent == 30 * 16000 * 2 and not dev.voice_recording
+        assert dev.sent[-1] == {"type": "listen.stop", "listen_id": listen_id}  # the core's own stop
+        dev.check(dev.lib.mc_device_event(dev.dev, 9), "PTT up")
+        assert dev.lib.mc_device_listen_stop(dev.dev) == 0 and dev.sent[-1]["type"] == "listen.stop"
+        assert len([f for f in dev.sent if f["type"] == "listen.stop"]) == 1  # release sent nothing more
+        dev.pump(lambda: dev.voice_transcripts == 1, timeout=120)
+        assert transcripts(dev)[-1]["listen_id"] == listen_id
+        assert not [f for f in dev.received if f["type"] == "error"]
+    finally:
+        dev.close()
 
 
 def test_a_text_only_core_declares_no_speaker_and_gets_no_speech(
