@@ -15,21 +15,25 @@ import sys
 import threading
 from typing import Any
 
-from celery import signals
+import click
+from celery import bootsteps, signals
 
 from microclaw.broker.transport import dispose_engines
 from microclaw.config import load_settings
-from microclaw.logs import configure_logging, process_role
+from microclaw.logs import configure_logging, process_name, process_role
 from microclaw.runtime import queues
 from microclaw.runtime.celery_app import Publisher, create_app
 from microclaw.runtime.wiring import bootstrap_database
 from workers import context, heartbeat, sandbox
+from workers.beat import BeatThread
 
 logger = logging.getLogger(__name__)
 settings = load_settings()
 app = create_app(settings, set_as_current=True)
 publish = Publisher(app)
-context.bind(settings, app, publish)
+# This process's name in heartbeats and lease holders (``worker``, ``sandbox``, ``beat``).
+PROCESS = process_name(sys.argv)
+context.bind(settings, app, publish, process=PROCESS)
 
 
 @signals.setup_logging.connect
@@ -68,10 +72,10 @@ def _warm_up(router: bool, outbound: bool) -> None:
 @signals.worker_ready.connect
 def _worker_ready(sender: Any = None, **_: Any) -> None:
     try:
-        role = ",".join(sorted(sender.app.amqp.queues.consume_from)) or "worker"
+        roles = sorted(q.removeprefix("microclaw.") for q in sender.app.amqp.queues.consume_from)
     except AttributeError:
-        role = "worker"
-    heartbeat.start_heartbeat(settings, role=role)
+        roles = []
+    heartbeat.start_heartbeat(settings, process=PROCESS, roles=roles or ["worker"])
 
 
 def _consumes(worker: Any, queue: str) -> bool:
@@ -108,4 +112,40 @@ def _sandbox_shutdown(**_: Any) -> None:
 
 @signals.beat_init.connect
 def _beat_ready(**_: Any) -> None:
-    heartbeat.start_heartbeat(settings, role="beat")
+    heartbeat.start_heartbeat(settings, process=PROCESS, roles=["beat"])
+
+
+class EmbeddedBeat(bootsteps.StartStopStep):
+    """``--embed-beat``: beat as a thread of this worker (no fork, no process of its own).
+
+    The default Procfile's one worker runs it; a stack must run exactly one beat, so the
+    scale-out Procfile keeps beat as its own process instead (``celery beat``)."""
+
+    label = "EmbeddedBeat"
+    conditional = True
+
+    def __init__(self, parent: Any, embed_beat: bool = False, **kwargs: Any) -> None:
+        self.enabled = bool(embed_beat)
+        self.thread: BeatThread | None = None
+        super().__init__(parent, **kwargs)
+
+    def start(self, parent: Any) -> None:
+        self.thread = BeatThread(parent.app)
+        self.thread.start()
+
+    def stop(self, parent: Any) -> None:
+        if self.thread is not None:
+            self.thread.stop()
+
+    shutdown = stop
+
+
+app.user_options["worker"].add(
+    click.Option(
+        ["--embed-beat"],
+        is_flag=True,
+        default=False,
+        help="Run beat as a thread of this worker (one beat per stack).",
+    )
+)
+app.steps["worker"].add(EmbeddedBeat)

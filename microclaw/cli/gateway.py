@@ -2,16 +2,21 @@
 
 An entry point: it loads settings, sets up logging and wires the gateway's parts (CA,
 pairing, device log, the inbound path with its Celery kick); the work is in
-`microclaw.gateway`. ``run`` stops cleanly on SIGTERM/SIGINT.
+`microclaw.gateway`. ``run`` stops cleanly on SIGTERM/SIGINT. ``run --if-enabled`` (the
+Procfile's line) serves only when ``[gateway] enabled`` is true and otherwise idles as a
+``sleep`` process, so a stack without devices pays nothing for the gateway.
 """
 
 from __future__ import annotations
 
 import asyncio
 import asyncio.sslproto
+import logging
+import os
+import shutil
 import signal
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
@@ -38,11 +43,34 @@ def _ca(settings: Settings) -> DeviceCA:
     return DeviceCA.load_or_create(settings.data_dir / "gateway", sans=settings.gateway.sans)
 
 
+def _idle() -> NoReturn:
+    """Stay up without serving until stopped: a process that exits would stop the whole
+    ``honcho`` stack. Becomes ``sleep infinity`` (under 1 MB, no wake-ups) where it exists."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    sleep = shutil.which("sleep")
+    if sleep is not None:
+        os.execv(sleep, [sleep, "infinity"])
+    while True:  # pragma: no cover - every Linux and macOS has sleep(1)
+        signal.pause()
+
+
 @gateway_main.command(help="Serve devices (pairing, sessions, replay) until stopped.")
 @click.option("--port", type=int, default=None, help="Override [gateway] port.")
-def run(port: int | None) -> None:
+@click.option(
+    "--if-enabled",
+    is_flag=True,
+    help="Serve only when [gateway] enabled is true; otherwise idle until stopped (the Procfile's line).",
+)
+def run(port: int | None, if_enabled: bool) -> None:
     settings = load_settings_or_exit()
     configure_logging(settings.logging.level, settings.logging.format, role="gateway")
+    if if_enabled and not settings.gateway.enabled:
+        logging.getLogger(__name__).info(
+            "device gateway off ([gateway] enabled = false): not serving; set it to true and restart"
+            " to use devices"
+        )
+        _idle()
     from microclaw.gateway.devicelog import DeviceLog
     from microclaw.gateway.pairing import Pairing, PairingLimits
     from microclaw.gateway.sessions import Gateway

@@ -244,6 +244,13 @@ class Stack:
         """The default stack's one worker: router, outbound and maintenance in one threads pool."""
         return self.worker(name, f"{queues.ROUTER},{queues.OUTBOUND},{queues.MAINTENANCE}", concurrency)
 
+    def default_worker(self, name: str = "worker") -> subprocess.Popen[bytes]:
+        """The default Procfile's worker line: ``microclaw-worker`` serving router, outbound and
+        maintenance with beat as a thread (``--embed-beat``); ``name`` is its ``-n`` prefix."""
+        queue_names = f"{queues.ROUTER},{queues.OUTBOUND},{queues.MAINTENANCE}"
+        argv = [str(BIN / "microclaw-worker"), "-Q", queue_names, "-n", f"{name}@%h", "-P", "threads"]
+        return self._spawn(name, [*argv, "--embed-beat"])
+
     def beat(self) -> subprocess.Popen[bytes]:
         return self._spawn(
             "beat",
