@@ -22,7 +22,7 @@ from microclaw.broker.transport import dispose_engines
 from microclaw.config import load_settings
 from microclaw.logs import configure_logging, process_name, process_role
 from microclaw.runtime import queues
-from microclaw.runtime.celery_app import Publisher, create_app
+from microclaw.runtime.celery_app import SANDBOX_THREADS, Publisher, create_app
 from microclaw.runtime.wiring import bootstrap_database
 from workers import context, heartbeat, sandbox
 from workers.beat import BeatThread
@@ -48,10 +48,19 @@ def _setup_logging(**_: Any) -> None:
 
 
 @signals.worker_init.connect
-def _worker_init(**_: Any) -> None:
+def _worker_init(sender: Any = None, **_: Any) -> None:
     # Any process may be the first to start: each brings the schema up to date (serialized by
     # SQLite's write lock; a no-op when already current). A failure stops the worker.
     bootstrap_database(settings)
+    # The default worker serves the sandbox queue too: its tool commands get threads of their
+    # own, beyond the router's runs and the deliveries (unless -c set the pool size).
+    if (
+        sender is not None
+        and _consumes(sender, queues.SANDBOX)
+        and _consumes(sender, queues.ROUTER)
+        and sender.concurrency == app.conf.worker_concurrency
+    ):
+        sender.concurrency += SANDBOX_THREADS
 
 
 @signals.worker_process_init.connect
@@ -90,7 +99,7 @@ def _sandbox_boot(sender: Any = None, instance: Any = None, **_: Any) -> None:
     # Before the consumer starts: the sandbox role removes the previous process's containers
     # and starts reporting readiness (refusing a forking pool, see workers/sandbox.py).
     if _consumes(instance, queues.SANDBOX):
-        sandbox.boot_worker(settings, instance)
+        sandbox.boot_worker(settings, instance, process=PROCESS)
     router, outbound = _consumes(instance, queues.ROUTER), _consumes(instance, queues.OUTBOUND)
     if (router or outbound) and not _forks(instance):
         # Threads pool: build the provider and the send clients' modules while the consumer

@@ -97,10 +97,10 @@ def check_open_files_budget(settings: Settings) -> str | None:
 class SandboxRuntime:
     """The sandbox worker's service and its readiness, once per process."""
 
-    def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
+    def __init__(self, settings: Settings, engine: Engine | None = None, *, process: str = "sandbox") -> None:
         self.settings = settings
         self.engine = engine if engine is not None else app_engine(settings)
-        self.worker = worker_name("sandbox")
+        self.worker = worker_name(process)
         self._lock = threading.Lock()
         self._service: SandboxService | None = None
         self._cleaned = False
@@ -219,7 +219,7 @@ def runtime() -> SandboxRuntime:
     return _runtime
 
 
-def boot_worker(settings: Settings, worker: Any) -> None:
+def boot_worker(settings: Settings, worker: Any, *, process: str = "sandbox") -> None:
     """Called once in the sandbox worker before it consumes: one process, cleanup, readiness.
 
     Exits the process (SystemExit) when the pool would fork: the egress proxy and the orphan
@@ -244,7 +244,7 @@ def boot_worker(settings: Settings, worker: Any) -> None:
     if problem is not None:
         logger.warning(problem)
     global _runtime
-    _runtime = SandboxRuntime(settings)
+    _runtime = SandboxRuntime(settings, process=process)
     _runtime.start()
 
 
