@@ -11,7 +11,8 @@ beat, then measures:
 - idle CPU (% of one core) and RSS per process, sampled over a quiet window, and the idle
   CPU of each broker consumer (the Celery worker main processes).
 
-Workers run as the Procfile runs them (heartbeats, task events and remote control on) with the
+Workers run with the Procfile's flags (``microclaw-worker``; heartbeats, task events and remote
+control on), one process per role as in ``Procfile.scale`` so Redis runs the same layout, with the
 default backstop poll (``broker.polling_interval``): on SQLite a publish rings the consumers'
 doorbells, so the poll interval is not what sets latency.
 
@@ -40,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from microclaw.envelope import make_envelope
 from microclaw.pipeline.inbound import ingest_and_kick
+from microclaw.runtime import heap
 from microclaw.store import groups
 from microclaw.store.db import read_tx, write_tx
 from microclaw.store.models import Message, Run
@@ -50,7 +52,7 @@ class ProcfileStack(Stack):
     """The test stack, with workers started with the Procfile's flags (no ``--without-*``)."""
 
     def worker(self, name: str, queue_names: str, concurrency: int = 2):  # type: ignore[no-untyped-def]
-        argv = [str(Path(sys.executable).parent / "celery"), "-A", "workers.app", "worker"]
+        argv = [str(Path(sys.executable).parent / "microclaw-worker")]
         argv += ["-Q", queue_names, "-n", f"{name}@%h", "-c", str(concurrency), "-l", "INFO"]
         return self._spawn(name, argv)
 
@@ -204,6 +206,9 @@ def bench(broker: str, args: argparse.Namespace) -> dict[str, object]:
         stack.wait_workers(2)
         chats = register_groups(stack, args.groups)
         time.sleep(2)  # let pool children and beat settle
+        # This process stands in for the host (it ingests): like the host, it freezes what it
+        # built so far, or its own full collections (~100 ms here) would count as latency.
+        heap.freeze()
         print(
             f"[{broker}] latency: {args.latency_messages} messages, one every {args.gap * 1000:.0f} ms",
             flush=True,

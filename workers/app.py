@@ -21,7 +21,7 @@ from celery import bootsteps, signals
 from microclaw.broker.transport import dispose_engines
 from microclaw.config import load_settings
 from microclaw.logs import configure_logging, process_name, process_role
-from microclaw.runtime import queues
+from microclaw.runtime import heap, queues
 from microclaw.runtime.celery_app import SANDBOX_THREADS, Publisher, create_app
 from microclaw.runtime.wiring import bootstrap_database
 from workers import context, heartbeat, sandbox
@@ -76,6 +76,7 @@ def _warm_up(router: bool, outbound: bool) -> None:
         context.warm_up(router=router, outbound=outbound)
     except Exception:  # the first task builds it again and reports the error where it matters
         logger.warning("warm-up failed", exc_info=True)
+    heap.freeze()  # what the warm-up built, too
 
 
 @signals.worker_ready.connect
@@ -85,6 +86,7 @@ def _worker_ready(sender: Any = None, **_: Any) -> None:
     except AttributeError:
         roles = []
     heartbeat.start_heartbeat(settings, process=PROCESS, roles=roles or ["worker"])
+    heap.freeze()  # full collections would walk start-up's objects again and again
 
 
 def _consumes(worker: Any, queue: str) -> bool:
@@ -122,6 +124,7 @@ def _sandbox_shutdown(**_: Any) -> None:
 @signals.beat_init.connect
 def _beat_ready(**_: Any) -> None:
     heartbeat.start_heartbeat(settings, process=PROCESS, roles=["beat"])
+    heap.freeze()
 
 
 class EmbeddedBeat(bootsteps.StartStopStep):
