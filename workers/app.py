@@ -1,11 +1,15 @@
-"""The worker and beat processes' Celery app (``celery -A workers.app worker|beat``).
+"""The worker and beat processes' Celery app (``microclaw-worker [beat]``, or ``celery -A
+workers.app worker|beat``).
 
 Importing this module loads and validates the settings once (an invalid setting stops the
 process with a message naming the key), builds the app and connects Celery's process hooks:
 logging, migrating the schema at start, warming up the roles this worker serves, rebuilding
 per-process state after fork (only a scale-out install that asks for ``-P prefork`` forks),
-heartbeats, and booting / shutting down the sandbox role. Task modules (``tasks/``) decorate their
-functions with `app` and publish through `publish`.
+heartbeats, booting / shutting down the sandbox role (with threads of its own when the worker
+serves the router too), freezing start-up's objects for the garbage collector
+(`microclaw.runtime.heap`), and the ``--embed-beat`` worker option (beat as a thread, see
+`EmbeddedBeat`). Task modules (``tasks/``) decorate their functions with `app` and publish
+through `publish`.
 """
 
 from __future__ import annotations
