@@ -213,14 +213,12 @@ class Stack:
         return proc
 
     def worker(self, name: str, queue_names: str, concurrency: int = 2) -> subprocess.Popen[bytes]:
-        """A threads-pool worker consuming ``queue_names`` (comma separated)."""
+        """A threads-pool worker consuming ``queue_names`` (comma separated), started as the
+        Procfiles start theirs (``microclaw-worker``)."""
         return self._spawn(
             name,
             [
-                str(BIN / "celery"),
-                "-A",
-                "workers.app",
-                "worker",
+                str(BIN / "microclaw-worker"),
                 "-Q",
                 queue_names,
                 "-n",
