@@ -128,7 +128,7 @@ def _sandbox_shutdown(**_: Any) -> None:
 @signals.beat_init.connect
 def _beat_ready(**_: Any) -> None:
     heartbeat.start_heartbeat(settings, process=PROCESS, roles=["beat"])
-    heap.freeze()
+    heap.freeze()  # beat's own process; in a worker, what the beat thread built so far
 
 
 class EmbeddedBeat(bootsteps.StartStopStep):
