@@ -163,6 +163,8 @@ class SandboxRuntime:
         except Exception as exc:  # a readiness probe must never take the worker down
             logger.exception("sandbox readiness check failed")
             reason = f"readiness check failed: {type(exc).__name__}: {exc}"
+        if self._stopping.is_set():
+            return reason  # shutting down: "stopped" is the last word, not a late check
         # Logged when the condition changes, not at every periodic check (status shows it).
         previous, self._logged_reason = getattr(self, "_logged_reason", ""), reason
         if reason is None:
@@ -184,10 +186,14 @@ class SandboxRuntime:
     # -- process lifecycle ----------------------------------------------------------------
 
     def start(self) -> None:
-        """First readiness check (with orphan cleanup), then re-check periodically in a thread."""
-        self.refresh()
+        """In a thread: the first readiness check (with orphan cleanup), then one periodically.
+
+        Not before the consumer starts: in the default worker the router shares this process,
+        and the runtime's client, the orphan cleanup and the probes took seconds of its start.
+        A sandbox task that arrives first waits in `service` for the cleanup to finish."""
 
         def loop() -> None:
+            self.refresh()
             while not self._stopping.wait(self.settings.sandbox.readiness_interval_s):
                 self.refresh()
 
