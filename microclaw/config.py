@@ -62,7 +62,7 @@ _LOADER_KEYS = ("load_dotenv", "settings_file")
 _NO_ECHO = {"extra_forbidden", "unexpected_keyword_argument", "missing"}
 #: Settings (and everything below them) whose values are never echoed: a mistake there may
 #: well be the secret itself, pasted where a reference belongs.
-_NEVER_ECHOED = ("sandbox.egress_credentials", "agent.api_key")
+_NEVER_ECHOED = ("sandbox.egress_credentials", "agent.api_key", "voice.api_key")
 
 
 def _expected(error: ErrorDetails) -> str:
@@ -352,6 +352,63 @@ class GatewaySettings(SettingsTable):
     replay_batch: int = Field(200, ge=1)
 
 
+# --- [ota] ----------------------------------------------------------------------------------
+
+
+class OtaSettings(SettingsTable):
+    """Signed OTA for device firmware and model bundles (``microclaw ota``; the gateway serves
+    them): where the signing key lives, and when a rollout halts by itself."""
+
+    section: ClassVar[str] = "ota"
+
+    # The ed25519 signing key: outside the project and the data directory (publishers need it,
+    # the gateway never does).
+    key_file: ResolvedPath = Path("~/.config/microclaw/ota-ed25519.key")
+    # Prefix of the image URL in manifests; empty: a path on the gateway the device talks to.
+    base_url: OptionalUrl = ""
+    max_image_bytes: int = Field(16 * 1024 * 1024, ge=1)
+    halt_failure_rate: float = Field(0.2, ge=0, le=1)
+    halt_min_results: int = Field(5, ge=1)
+    max_boot_failures: int = Field(0, ge=0)
+    max_confirm_miss_rate: float = Field(0.2, ge=0, le=1)
+    max_latency_ms: float = Field(2000.0, gt=0)
+
+
+# --- [voice] --------------------------------------------------------------------------------
+
+
+class VoiceSettings(SettingsTable):
+    """Voice turns on devices (the gateway): speech-to-text for audio between ``listen.start``
+    and ``listen.stop``, text-to-speech for replies (docs/device-protocol.md, "Voice").
+
+    ``api_key`` comes from ``OPENAI_API_KEY`` (never from settings.toml) and is left out of
+    ``repr``; it is used only by the ``openai`` providers."""
+
+    section: ClassVar[str] = "voice"
+
+    stt: Annotated[Literal["off", "pocketsphinx", "openai"], Lower] = "pocketsphinx"
+    tts: Annotated[Literal["off", "espeak", "openai"], Lower] = "espeak"
+    max_listen_s: float = Field(30.0, gt=0, le=300)
+    max_active_listens: int = Field(16, ge=1)
+    stt_workers: int = Field(1, ge=1, le=16)
+    tts_concurrency: int = Field(2, ge=1, le=64)
+    speak_max_age_s: float = Field(120.0, ge=0)
+    max_speak_chars: int = Field(1000, ge=1)
+    output_sample_rate: int = Field(16000, ge=8000, le=48000)
+    chunk_bytes: int = Field(4096, ge=256, le=65536)
+    espeak_voice: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_+-]{0,39}$")] = "en-us"
+    espeak_speed: int = Field(160, ge=80, le=450)
+    stt_timeout_s: float = Field(60.0, gt=0)
+    base_url: OptionalUrl = ""
+    api_key: str = Field("", repr=False)
+    stt_model: NonEmpty = "whisper-1"
+    language: str = ""
+    tts_model: NonEmpty = "tts-1"
+    tts_voice: NonEmpty = "alloy"
+    request_timeout_s: float = Field(60.0, ge=1)
+    max_retries: int = Field(2, ge=0)
+
+
 # --- [sandbox] ------------------------------------------------------------------------------
 
 #: Unix socket paths are limited to 108 bytes; the sandbox puts ``<run_dir>/e/<12 hex>/proxy.sock``
@@ -553,6 +610,8 @@ class Settings(SettingsTable):
     logging: LoggingSettings
     sandbox: SandboxSettings
     gateway: GatewaySettings = Field(default_factory=lambda: GatewaySettings.model_validate({}))
+    ota: OtaSettings = Field(default_factory=lambda: OtaSettings.model_validate({}))
+    voice: VoiceSettings = Field(default_factory=lambda: VoiceSettings.model_validate({}))
     # Policy files live outside the project and are never mounted into containers.
     sender_allowlist_path: ResolvedPath = Path("~/.config/microclaw/sender-allowlist.json")
     mount_allowlist_path: ResolvedPath = Path("~/.config/microclaw/mount-allowlist.json")
@@ -657,6 +716,16 @@ def _with_derived_values(raw: dict[str, Any], env: Mapping[str, str]) -> dict[st
         fill("agent", "base_url", lambda: env.get(url_var, "").strip() if url_var else "")
         fill("agent", "model", lambda: env.get(model_var, "").strip() if model_var else "")
         agent["api_key"] = env.get(key_var, "").strip() if key_var else ""
+    voice = raw.get("voice")
+    if isinstance(voice, dict) and "api_key" in voice:
+        raise ConfigError(
+            "voice.api_key: API keys come only from the environment (OPENAI_API_KEY), never from settings",
+            key="voice.api_key",
+        )
+    if voice is None or isinstance(voice, dict):
+        voice = raw.setdefault("voice", {})
+        fill("voice", "base_url", lambda: env.get("OPENAI_BASE_URL", "").strip())
+        voice["api_key"] = env.get("OPENAI_API_KEY", "").strip()
     return raw
 
 

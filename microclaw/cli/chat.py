@@ -153,3 +153,11 @@ def import_nanoclaw(path: Path, groups_dir: Path | None, dry_run: bool, assistan
 from microclaw.cli.device import device as _device  # noqa: E402 - the `microclaw device` group
 
 main.add_command(_device)
+
+from microclaw.cli.ota import ota as _ota  # noqa: E402 - the `microclaw ota` group
+
+main.add_command(_ota)
+
+from microclaw.cli.distill import distill as _distill  # noqa: E402 - the `microclaw distill` group
+
+main.add_command(_distill)

@@ -6,14 +6,16 @@ and turns every failure into one clear sentence). Entry points: only the CLI mod
 from __future__ import annotations
 
 import sys
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-import httpx
 from rich.console import Console
 
 from microclaw.config import Settings, load_settings
 from microclaw.errors import ConfigError
 from microclaw.private import read_token
+
+if TYPE_CHECKING:  # imported where used: the gateway process never talks to the host (~6 MB)
+    import httpx
 
 console = Console(stderr=False)
 err = Console(stderr=True)
@@ -43,6 +45,8 @@ def host_client(settings: Settings, *, timeout: float) -> httpx.Client:
     from ``<data_dir>/http-token`` (absent until the host first started)."""
     token = read_token(settings.http_token_path)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+    import httpx
+
     return httpx.Client(base_url=settings.http.base_url, timeout=timeout, headers=headers)
 
 
@@ -51,6 +55,8 @@ def host_request(
 ) -> tuple[int, Any]:
     """``(status, JSON body)`` of one request to the host; `HostError` with a clear sentence when
     it is not running, does not answer, refuses the token, or answers an error (4xx/5xx)."""
+    import httpx
+
     base = settings.http.base_url
     try:
         response = client.request(method, url, **kwargs)

@@ -13,7 +13,11 @@ schedule for self                  yes   yes
 schedule for others                yes   no
 view tasks                         all   own
 manage groups (register, refresh)  yes   no
+claim a device's pairing code      yes   no
 =================================  ====  ========
+
+The last row is MicroClaw's own (devices are not in NanoClaw): claiming a code vouches for a
+device and registers its chat as a group, so it is a group-management right.
 
 Does not look anything up (callers pass the registered-group map and check that a task exists),
 does not validate schedules (:mod:`microclaw.scheduler.schedule`) or folder names
@@ -70,6 +74,12 @@ def can_manage_task(source_folder: str, is_main: bool, task_group_folder: str) -
 def can_manage_groups(is_main: bool) -> bool:
     """True when the group may register groups or refresh group metadata: main only."""
     return is_main
+
+
+def can_claim_devices(is_main: bool) -> bool:
+    """True when the group may claim a device's pairing code (which registers the device's chat
+    as a group): main only, like managing groups."""
+    return can_manage_groups(is_main)
 
 
 def _task_folder(task: object) -> str | None:

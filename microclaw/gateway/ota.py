@@ -1,4 +1,4 @@
-"""OTA manifests and rollout rules, as pure functions (the serving and CLI parts are not built yet).
+"""OTA manifests and rollout rules, as pure functions (no I/O).
 
 A manifest is canonical JSON (keys sorted, ``separators=(",", ":")``, UTF-8, no floats) of
 ``{kind, version, board, url, sha256, size, min_version}`` with a detached ed25519 signature
@@ -12,8 +12,14 @@ the board must match, the version must be newer than the running one and not bel
 ``min_version`` (no downgrades), the rollout must not be halted and must include the device.
 `should_halt` is the automatic halt: a cohort's failure rate past a threshold.
 
-Not here: key files (`microclaw ota keygen`), publishing, serving manifests and images over
-HTTPS, ``ota.result`` frames (left for the OTA issue).
+Cohorts: every ``ota rollout --percent P`` adds P to a release's stages; a device belongs to
+the first stage that included it (`stage_of`), and `halt_reason` applies `should_halt` to
+each stage's results and to the release's total. A result counts as a failure when the
+device says so or when its metrics pass the `CanaryLimits` (`judge`): a model canary that
+installs fine but misses confirmations or answers slowly is a failure too.
+
+Not here: key files, publishing and release state (`microclaw.gateway.otastore`), serving
+manifests and images over HTTPS and ``ota.result`` frames (`microclaw.gateway.otaserve`).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -127,3 +134,54 @@ def should_halt(successes: int, failures: int, *, threshold: float = 0.2, minimu
     """The automatic halt: at least ``minimum`` results and a failure rate above ``threshold``."""
     total = successes + failures
     return total >= minimum and failures / total > threshold
+
+
+def stage_of(device_id: str, stages: Sequence[float]) -> float | None:
+    """The first rollout stage (a percent, in the order they were set) that included
+    ``device_id``; None when none did yet."""
+    position = cohort(device_id)
+    for percent in stages:
+        if position < percent:
+            return percent
+    return None
+
+
+@dataclass(frozen=True)
+class CanaryLimits:
+    """Metrics past which a reported success counts as a failure (None: not checked)."""
+
+    max_boot_failures: int | None = 0
+    max_confirm_miss_rate: float | None = None
+    max_latency_ms: float | None = None
+
+
+def judge(ok: bool, reason: str, metrics: Mapping[str, float], limits: CanaryLimits) -> tuple[bool, str]:
+    """Whether a device's result counts as a success, and why not when it does not."""
+    if not ok:
+        return False, reason or "the device reported a failure"
+    boot = metrics.get("boot_failures")
+    if limits.max_boot_failures is not None and boot is not None and boot > limits.max_boot_failures:
+        return False, f"boot_failures {boot:g} > {limits.max_boot_failures}"
+    miss = metrics.get("confirm_miss_rate")
+    if limits.max_confirm_miss_rate is not None and miss is not None and miss > limits.max_confirm_miss_rate:
+        return False, f"confirm_miss_rate {miss:g} > {limits.max_confirm_miss_rate:g}"
+    latency = metrics.get("latency_ms")
+    if limits.max_latency_ms is not None and latency is not None and latency > limits.max_latency_ms:
+        return False, f"latency_ms {latency:g} > {limits.max_latency_ms:g}"
+    return True, "ok"
+
+
+def halt_reason(
+    per_stage: Mapping[float | None, tuple[int, int]], *, threshold: float = 0.2, minimum: int = 5
+) -> str | None:
+    """Why a release must halt given ``{stage: (successes, failures)}``, or None: any stage's
+    failure rate, or the whole release's, past ``threshold`` with at least ``minimum`` results."""
+    for stage, (ok, failed) in sorted(per_stage.items(), key=lambda item: (item[0] is None, item[0] or 0)):
+        if should_halt(ok, failed, threshold=threshold, minimum=minimum):
+            where = f"the {stage:g} % cohort" if stage is not None else "devices outside every cohort"
+            return f"{where}: {failed} of {ok + failed} failed (threshold {threshold:.0%})"
+    ok = sum(s for s, _ in per_stage.values())
+    failed = sum(f for _, f in per_stage.values())
+    if should_halt(ok, failed, threshold=threshold, minimum=minimum):
+        return f"the release: {failed} of {ok + failed} failed (threshold {threshold:.0%})"
+    return None

@@ -26,6 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Connection, Engine
 
@@ -270,24 +271,35 @@ class Pairing:
 def claim(engine: Engine, code: str, *, name: str, now_ms: int) -> devices.PairingRow:
     """The user vouches for the device showing ``code``; `PairingError` for an unknown,
     expired or already claimed code. Audited either way."""
-    key = normalize_code(code)
     with write_tx(engine) as conn:
-        row = devices.get_pairing(conn, key)
-        refusal: PairingError | None = None
-        if row is None:
-            refusal = PairingError("unknown_code", f"no device is showing code {code!r}")
-        elif row.expires_at_ms <= now_ms:
-            refusal = PairingError("code_expired", "that code expired; restart pairing on the device")
-        elif not devices.mark_claimed(conn, key, name=name, now_ms=now_ms):
-            refusal = PairingError("already_claimed", "that code was already claimed")
-        audit.record(
-            conn,
-            "device.claim",
-            decision="deny" if refusal else "allow",
-            device_id=row.device_id if row else None,
-            reason=refusal.code if refusal else None,
-        )
+        row, refusal = record_claim(conn, code, name=name, now_ms=now_ms)
     if refusal is not None:
         raise refusal
     assert row is not None
     return row
+
+
+def record_claim(
+    conn: Connection, code: str, *, name: str, now_ms: int, **audit_detail: Any
+) -> tuple[devices.PairingRow | None, PairingError | None]:
+    """`claim` inside the caller's transaction (the agent's host tool fences its lease in the
+    same one): the claimed pairing, or the refusal; the ``device.claim`` audit row either way
+    (with ``audit_detail``). Never raises a refusal, so the audit row is committed with it."""
+    key = normalize_code(code)
+    row = devices.get_pairing(conn, key)
+    refusal: PairingError | None = None
+    if row is None:
+        refusal = PairingError("unknown_code", f"no device is showing code {code!r}")
+    elif row.expires_at_ms <= now_ms:
+        refusal = PairingError("code_expired", "that code expired; restart pairing on the device")
+    elif not devices.mark_claimed(conn, key, name=name, now_ms=now_ms):
+        refusal = PairingError("already_claimed", "that code was already claimed")
+    audit.record(
+        conn,
+        "device.claim",
+        decision="deny" if refusal else "allow",
+        device_id=row.device_id if row else None,
+        reason=refusal.code if refusal else None,
+        **audit_detail,
+    )
+    return (None if refusal else row), refusal

@@ -18,7 +18,17 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+)
 
 PROTOCOL_VERSION = 1
 CLOSE_UNAUTHORIZED = 4401
@@ -80,6 +90,7 @@ class Hello(_Frame):
     fw_version: Version = ""
     model_version: Version = ""
     capabilities: Annotated[list[Annotated[StrictStr, Field(max_length=32)]], Field(max_length=16)] = []
+    board: Annotated[StrictStr, Field(max_length=64)] = ""  # OTA offers match it
 
 
 class DeviceMessage(_Frame):
@@ -89,11 +100,66 @@ class DeviceMessage(_Frame):
     ts_ms: Annotated[StrictInt, Field(ge=0, le=253_402_300_799_999)] | None = None
 
 
+Metric = Annotated[StrictInt | StrictFloat, Field(ge=0, le=1e9, allow_inf_nan=False)]
+
+
+class OtaMetrics(_Frame):
+    """What a device measured after an install (all optional); past `[ota]` limits a reported
+    success counts as a failure (`microclaw.gateway.ota.judge`)."""
+
+    boot_failures: Metric | None = None
+    confirm_miss_rate: Annotated[StrictInt | StrictFloat, Field(ge=0, le=1, allow_inf_nan=False)] | None = (
+        None
+    )
+    latency_ms: Metric | None = None
+
+
+class OtaResult(_Frame):
+    """A device's report after installing (or failing to install) an OTA release."""
+
+    type: Literal["ota.result"]
+    kind: Literal["firmware", "model"]
+    version: Annotated[StrictStr, Field(max_length=32)]
+    ok: StrictBool
+    reason: Annotated[StrictStr, Field(max_length=256)] = ""
+    metrics: OtaMetrics | None = None
+
+
+# --- voice (session): audio in binary frames between listen.start and listen.stop ----------
+
+LISTEN_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
+ListenId = Annotated[StrictStr, Field(pattern=LISTEN_ID_PATTERN)]
+
+
+class ListenStart(_Frame):
+    type: Literal["listen.start"]
+    listen_id: ListenId
+    format: Literal["pcm16"] = "pcm16"
+    sample_rate: Annotated[StrictInt, Field(ge=8000, le=48000)] = 16000
+    channels: Literal[1] = 1
+
+
+class ListenStop(_Frame):
+    type: Literal["listen.stop"]
+    listen_id: ListenId
+
+
+class ListenCancel(_Frame):
+    type: Literal["listen.cancel"]
+    listen_id: ListenId
+
+
+def voice_message_id(listen_id: str) -> str:
+    """The ``message_id`` a voice turn's transcript is stored under (one per listen id)."""
+    return f"voice:{listen_id}"
+
+
 PairingFrame = Annotated[PairBegin | PairPoll | PairCsr, Field(discriminator="type")]
-SessionFrame = Annotated[DeviceMessage, Field(discriminator="type")]
+_SessionUnion = DeviceMessage | OtaResult | ListenStart | ListenStop | ListenCancel
+SessionFrame = Annotated[_SessionUnion, Field(discriminator="type")]
 _PAIRING: TypeAdapter[PairBegin | PairPoll | PairCsr] = TypeAdapter(PairingFrame)
 _HELLO: TypeAdapter[Hello] = TypeAdapter(Hello)
-_SESSION: TypeAdapter[DeviceMessage] = TypeAdapter(SessionFrame)
+_SESSION: TypeAdapter[_SessionUnion] = TypeAdapter(SessionFrame)
 _ADAPTERS: dict[str, TypeAdapter[Any]] = {"pairing": _PAIRING, "hello": _HELLO, "session": _SESSION}
 Phase = Literal["pairing", "hello", "session"]
 

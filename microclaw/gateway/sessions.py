@@ -15,8 +15,14 @@ gateway answers ``welcome``, replays every event with seq > last_seen_seq from t
 `DeviceLog`, then streams new ones as the log grows (one watcher polls the log for all
 devices). Each ``message`` enters the same inbound path as every connector's
 (`microclaw.pipeline.inbound`, idempotent by ``message_id``) and is acked only after it is
-durable. WebSocket pings keep idle devices connected; a device that stops answering them is
+durable. Voice frames (``listen.*`` and binary audio) go to `microclaw.gateway.voice`, whose
+transcripts take the same inbound path; after a ``message`` event is sent, the voice side may
+speak it. WebSocket pings keep idle devices connected; a device that stops answering them is
 dropped. One session per device: a new one replaces the old.
+
+OTA (optional, `microclaw.gateway.otaserve`): HTTPS requests under ``/ota/`` on the same port
+are answered by its ``process_request`` hook; sessions get ``ota.offer`` / ``ota.rollback``
+after the hello and when a release changes, and ``ota.result`` frames are stored by it.
 
 Does not sign anything itself (`microclaw.gateway.pairing`) and reads no settings beyond the
 `GatewaySettings` slice it is given.
@@ -30,7 +36,7 @@ import logging
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -43,9 +49,13 @@ from microclaw.gateway import protocol as p
 from microclaw.gateway.ca import peer_identity
 from microclaw.gateway.devicelog import DeviceLog
 from microclaw.gateway.pairing import Paired, Pairing, PairingError, chat_of, display_code
+from microclaw.gateway.voice import SPEAKER, VoiceSession, VoiceTurns
 from microclaw.pipeline.inbound import IngestResult
 from microclaw.store import audit, devices
 from microclaw.store.db import now_ms, read_tx, write_tx
+
+if TYPE_CHECKING:
+    from microclaw.gateway.otaserve import OtaService
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +69,7 @@ class Session:
     fingerprint: str
     sent_seq: int
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    voice: VoiceSession = field(default_factory=VoiceSession)
 
 
 class Gateway:
@@ -76,6 +87,8 @@ class Gateway:
         reject: Callable[[EnvelopeError], None],
         on_paired: Callable[[Paired], object] = lambda paired: None,
         max_text_bytes: int = 65536,
+        ota: OtaService | None = None,
+        voice: VoiceTurns | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -86,8 +99,11 @@ class Gateway:
         self.reject = reject
         self.on_paired = on_paired
         self.max_text_bytes = max_text_bytes
+        self.ota = ota
+        self.voice = voice
         self.sessions: dict[str, Session] = {}
         self.preauth = 0
+        self.connections_seen = 0  # connections opened + closed (the entry point trims memory by it)
         self._stop = asyncio.Event()
 
     # --- serving ------------------------------------------------------------------------
@@ -109,6 +125,7 @@ class Gateway:
             max_queue=4,
             compression=None,
             server_header=None,
+            process_request=self.ota.process_request if self.ota is not None else None,
         ) as server:
             logger.info("gateway listening on %s:%s", host, port)
             if ready is not None:
@@ -120,18 +137,24 @@ class Gateway:
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
+                if self.voice is not None:
+                    await self.voice.close()
 
     def stop(self) -> None:
         self._stop.set()
 
     async def handler(self, ws: ServerConnection) -> None:
-        ssl_object = ws.transport.get_extra_info("ssl_object")
-        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-        identity = peer_identity(der)
-        if identity is None:
-            await self._preauth(ws)
-        else:
-            await self._session(ws, *identity)
+        self.connections_seen += 1
+        try:
+            ssl_object = ws.transport.get_extra_info("ssl_object")
+            der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+            identity = peer_identity(der)
+            if identity is None:
+                await self._preauth(ws)
+            else:
+                await self._session(ws, *identity)
+        finally:
+            self.connections_seen += 1
 
     # --- pre-auth: pairing only -----------------------------------------------------------
 
@@ -231,6 +254,7 @@ class Gateway:
             await previous.ws.close(CLOSE_SUPERSEDED, "a newer session replaced this one")
         last_seq = await asyncio.to_thread(self.log.last_seq, device_id)
         session = Session(ws, row, fingerprint, sent_seq=min(hello.last_seen_seq, last_seq))
+        session.voice.speaker = SPEAKER in hello.capabilities
         self.sessions[device_id] = session
         await asyncio.to_thread(self._record, device_id, True, hello)
         logger.info("device %s online (fw %s)", device_id, hello.fw_version, extra={"device_id": device_id})
@@ -239,6 +263,9 @@ class Gateway:
             await ws.send(
                 p.frame("welcome", device_id=device_id, last_seq=last_seq, protocol=p.PROTOCOL_VERSION)
             )
+            if self.ota is not None:
+                self.ota.session_started(device_id)
+                await self._push_ota(session)
             async for raw in ws:
                 if not await asyncio.to_thread(self._still_valid, session):
                     await ws.close(p.CLOSE_REVOKED, "certificate revoked")
@@ -250,19 +277,60 @@ class Gateway:
             pump.cancel()
             with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
                 await pump
+            if self.voice is not None:
+                self.voice.end(session.voice)
             if self.sessions.get(device_id) is session:
                 del self.sessions[device_id]
+                if self.ota is not None:
+                    self.ota.session_ended(device_id)
                 await asyncio.to_thread(self._record, device_id, False, None)
             logger.info("device %s offline", device_id, extra={"device_id": device_id})
 
     async def _on_frame(self, session: Session, raw: str | bytes) -> None:
+        if isinstance(raw, bytes) and self.voice is not None:
+            await self.voice.on_audio(session.voice, raw, session.ws.send)
+            return
         try:
             message = p.parse_frame(raw, "session")
         except p.ProtocolError as exc:
             await session.ws.send(p.frame("error", code=exc.code, detail=exc.detail))
             return
+        if isinstance(message, p.OtaResult):
+            if self.ota is None:
+                await session.ws.send(p.frame("error", code="unsupported", detail="OTA is not enabled"))
+            else:
+                try:
+                    answer = await asyncio.to_thread(self.ota.on_result, session.device, message)
+                except Exception:  # a locked or full disk: no ack, the device keeps its report
+                    logger.exception("storing an ota.result failed")
+                    answer = p.frame("error", code="unavailable", detail="not stored; report again later")
+                await session.ws.send(answer)
+            return
+        if isinstance(message, p.ListenStart | p.ListenStop | p.ListenCancel):
+            await self._on_listen(session, message)
+            return
         status, detail = await asyncio.to_thread(self._ingest_message, session.device, message)
         await session.ws.send(p.frame("ack", message_id=message.message_id, status=status, **detail))
+
+    async def _on_listen(
+        self, session: Session, frame: p.ListenStart | p.ListenStop | p.ListenCancel
+    ) -> None:
+        if self.voice is None:
+            await session.ws.send(
+                p.frame(
+                    "error",
+                    code="voice_off",
+                    detail="voice is off on this gateway",
+                    listen_id=frame.listen_id,
+                )
+            )
+            return
+
+        async def ingest(message_id: str, text: str) -> tuple[str, dict[str, str]]:
+            message = p.DeviceMessage(type="message", message_id=message_id, text=text)
+            return await asyncio.to_thread(self._ingest_message, session.device, message)
+
+        await self.voice.on_frame(session.voice, frame, session.ws.send, ingest)
 
     def _ingest_message(
         self, device: devices.DeviceRow, message: p.DeviceMessage
@@ -305,6 +373,8 @@ class Gateway:
                     )
                 )
                 session.sent_seq = event.seq
+                if self.voice is not None:
+                    await self.voice.speak(session.voice, event, session.ws.send)
             if len(batch) < batch_size:
                 await session.wake.wait()
 
@@ -313,6 +383,7 @@ class Gateway:
         loop = asyncio.get_running_loop()
         last_id = await asyncio.to_thread(self.log.newest_id)
         next_check = loop.time()
+        pushing: asyncio.Task[None] | None = None
         while True:
             await asyncio.sleep(self.settings.poll_interval_s)
             try:
@@ -324,8 +395,29 @@ class Gateway:
                 if loop.time() >= next_check and self.sessions:
                     next_check = loop.time() + self.settings.revocation_check_s
                     await self._close_revoked()
+                    idle = pushing is None or pushing.done()
+                    if self.ota is not None and idle and await asyncio.to_thread(self.ota.changed):
+                        # Off the watch loop: 1,000 sessions' offers must not delay streaming.
+                        pushing = asyncio.create_task(self._push_ota_all())
             except Exception:  # a locked file or a full disk must not stop the gateway
                 logger.exception("device log watch failed; retrying")
+
+    async def _push_ota(self, session: Session) -> None:
+        """OTA offers and rollbacks for this session's device; a failure only skips them (the
+        device also asks over HTTPS, and the next change or session tries again)."""
+        assert self.ota is not None
+        try:
+            frames = await asyncio.to_thread(self.ota.frames_for, session.device.device_id)
+        except Exception:
+            logger.exception("OTA offers for %s failed", session.device.device_id)
+            return
+        for frame in frames:
+            with contextlib.suppress(ConnectionClosed):
+                await session.ws.send(frame)
+
+    async def _push_ota_all(self) -> None:
+        for session in list(self.sessions.values()):
+            await self._push_ota(session)
 
     async def _close_revoked(self) -> None:
         live = dict(self.sessions)
@@ -355,6 +447,7 @@ class Gateway:
                 fw_version=hello.fw_version if hello else None,
                 model_version=hello.model_version if hello else None,
                 capabilities=hello.capabilities if hello else None,
+                board=hello.board if hello else None,
             )
 
     def _mark_all_offline(self) -> None:

@@ -18,6 +18,7 @@ SQL for it; everything else calls the owner's functions inside a transaction it 
     connector_status, component_status,              store.status
       worker_heartbeats, beat_state
     devices, device_pairings                         store.devices
+    ota_releases, ota_results                        store.ota
     leases                                           microclaw.pipeline.leases (see below)
 
     * NanoClaw's table, kept for parity and unused: MicroClaw's cursors live in group_state.

@@ -34,6 +34,7 @@ class DeviceRow:
     fw_version: str | None
     model_version: str | None
     capabilities: tuple[str, ...]
+    board: str | None = None
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class PairingRow:
 
 _DEVICE_COLUMNS = (
     "device_id, name, chat_jid, status, cert_serial, cert_fingerprint, paired_at_ms, revoked_at_ms,"
-    " online, last_seen_ms, fw_version, model_version, capabilities"
+    " online, last_seen_ms, fw_version, model_version, capabilities, board"
 )
 _PAIRING_COLUMNS = (
     "code, device_id, secret_hash, created_at_ms, expires_at_ms, claimed_at_ms, name, token_hash,"
@@ -76,6 +77,7 @@ def _device(row: Any) -> DeviceRow:
         row.fw_version,
         row.model_version,
         tuple(str(c) for c in caps),
+        row.board,
     )
 
 
@@ -238,13 +240,16 @@ def record_session(
     fw_version: str | None = None,
     model_version: str | None = None,
     capabilities: Iterable[str] | None = None,
+    board: str | None = None,
 ) -> None:
     """A session opened (with what the device reported) or closed."""
     values: dict[str, Any] = {"id": device_id, "online": int(online), "now": now_ms}
     sets = "online = :online, last_seen_ms = :now"
     if online:
-        sets += ", fw_version = :fw, model_version = :model, capabilities = :caps"
-        values.update(fw=fw_version, model=model_version, caps=json.dumps(list(capabilities or ())))
+        sets += ", fw_version = :fw, model_version = :model, capabilities = :caps, board = :board"
+        values.update(
+            fw=fw_version, model=model_version, caps=json.dumps(list(capabilities or ())), board=board
+        )
     conn.execute(text(f"UPDATE devices SET {sets} WHERE device_id = :id"), values)
 
 

@@ -348,6 +348,7 @@ class Device(Base):
     fw_version: Mapped[str | None] = mapped_column(Text)
     model_version: Mapped[str | None] = mapped_column(Text)
     capabilities: Mapped[str | None] = mapped_column(Text)  # JSON list
+    board: Mapped[str | None] = mapped_column(Text)  # from device.hello; OTA matches it
 
 
 class DevicePairing(Base):
@@ -367,6 +368,51 @@ class DevicePairing(Base):
     used_at_ms: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (Index("ix_device_pairings_device_id", "device_id"),)
+
+
+class OtaRelease(Base):
+    """A published firmware image or model bundle: its signed manifest (canonical JSON and the
+    detached ed25519 signature, base64), its rollout (percent, the stages it went through as a
+    JSON list) and whether it is halted and why."""
+
+    __tablename__ = "ota_releases"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    board: Mapped[str] = mapped_column(Text, nullable=False)
+    version: Mapped[str] = mapped_column(Text, nullable=False)
+    sha256: Mapped[str] = mapped_column(Text, nullable=False)
+    size: Mapped[int] = mapped_column(Integer, nullable=False)
+    min_version: Mapped[str] = mapped_column(Text, nullable=False)
+    manifest: Mapped[str] = mapped_column(Text, nullable=False)
+    signature: Mapped[str] = mapped_column(Text, nullable=False)
+    public_key: Mapped[str] = mapped_column(Text, nullable=False)  # hex, of the signing key
+    percent: Mapped[float] = mapped_column(Float, nullable=False, server_default=sql_text("0"))
+    stages: Mapped[str] = mapped_column(Text, nullable=False, server_default=sql_text("'[]'"))
+    halted: Mapped[int] = mapped_column(Integer, nullable=False, server_default=sql_text("0"))
+    halt_reason: Mapped[str | None] = mapped_column(Text)
+    halted_at_ms: Mapped[int | None] = mapped_column(Integer)
+    created_at_ms: Mapped[int] = mapped_column(Integer, nullable=False)
+    updated_at_ms: Mapped[int] = mapped_column(Integer, nullable=False)
+
+    __table_args__ = (UniqueConstraint("kind", "board", "version"),)
+
+
+class OtaResult(Base):
+    """What a device reported after installing a release (its latest report counts): ``ok``
+    as reported, ``counted_ok`` after the canary limits, the cohort stage it belongs to."""
+
+    __tablename__ = "ota_results"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    release_id: Mapped[int] = mapped_column(ForeignKey("ota_releases.id"), nullable=False)
+    device_id: Mapped[str] = mapped_column(Text, nullable=False)
+    ok: Mapped[int] = mapped_column(Integer, nullable=False)
+    counted_ok: Mapped[int] = mapped_column(Integer, nullable=False)
+    reason: Mapped[str | None] = mapped_column(Text)
+    metrics: Mapped[str | None] = mapped_column(Text)  # JSON object
+    stage: Mapped[float | None] = mapped_column(Float)
+    reported_at_ms: Mapped[int] = mapped_column(Integer, nullable=False)
+
+    __table_args__ = (UniqueConstraint("release_id", "device_id"),)
 
 
 def table_of(model: type[Base]) -> Table:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import pytest
 
 from microclaw.core.ipc import (
+    can_claim_devices,
     can_manage_groups,
     can_manage_task,
     can_schedule_for,
@@ -79,6 +80,12 @@ def test_can_manage_task(source: str, is_main: bool, task_folder: str, expected:
 def test_only_main_manages_groups() -> None:
     assert can_manage_groups(True) is True
     assert can_manage_groups(False) is False
+
+
+def test_only_main_claims_devices() -> None:
+    # MicroClaw's own rule (no NanoClaw counterpart): claiming registers the device's chat.
+    assert can_claim_devices(True) is True
+    assert can_claim_devices(False) is False
 
 
 @dataclass

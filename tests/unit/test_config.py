@@ -15,12 +15,14 @@ from microclaw.config import (
     GatewaySettings,
     HttpSettings,
     LoggingSettings,
+    OtaSettings,
     OutboundSettings,
     RouterSettings,
     SandboxSettings,
     SchedulerSettings,
     Settings,
     StoreSettings,
+    VoiceSettings,
     load_settings,
     parse_size,
 )
@@ -251,8 +253,10 @@ TABLES = {
     "logging": LoggingSettings,
     "sandbox": SandboxSettings,
     "gateway": GatewaySettings,
+    "ota": OtaSettings,
+    "voice": VoiceSettings,
 }
-ENV_ONLY = {"agent": {"api_key"}}
+ENV_ONLY = {"agent": {"api_key"}, "voice": {"api_key"}}
 
 
 def _toml() -> dict:
@@ -437,3 +441,14 @@ def test_the_http_base_url_brackets_ipv6_loopback_and_the_token_lives_in_the_dat
     s = load_settings()
     assert s.http.base_url == "http://[::1]:8765"
     assert s.http_token_path == s.data_dir / "http-token"
+
+
+def test_voice_api_key_comes_only_from_the_environment(isolated_env, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-voice")
+    settings = load_settings()
+    assert settings.voice.api_key == "sk-voice" and "sk-voice" not in repr(settings.voice)
+    bad = tmp_path / "settings.toml"
+    bad.write_text('[voice]\napi_key = "sk-pasted"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(settings_file=bad)
+    assert "sk-pasted" not in str(caught.value) and "voice.api_key" in str(caught.value)

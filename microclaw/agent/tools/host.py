@@ -4,8 +4,10 @@ The acting group is the `ToolContext` (the group holding the lease), never a too
 and every decision uses NanoClaw's rules in `microclaw.core.ipc` (contract §6):
 ``send_message`` to the group's own chat (main: any chat), scheduled-task tools on the group's
 own tasks (main: all), ``register_group`` / ``refresh_groups`` for main only, and registering
-never grants main. A refusal raises `PolicyDenied` (the `Toolbox` returns it to the model and
-audits it) and changes nothing; an allowed action is audited in the transaction that makes it.
+never grants main. ``claim_device`` (MicroClaw's own: the pairing code an ESP32-S3 terminal
+shows, as ``microclaw device claim`` does) is main only too. A refusal raises `PolicyDenied`
+(the `Toolbox` returns it to the model and audits it) and changes nothing; an allowed action
+is audited in the transaction that makes it.
 
 Scheduling limits (`ScheduleLimits`, from ``[scheduler]``; for every group, main included): a
 schedule that would run twice within ``min_interval`` is refused, and so is a new or resumed
@@ -40,6 +42,7 @@ from microclaw import safefs
 from microclaw.agent.tools.base import BaseTool, ToolContext, ToolError
 from microclaw.core.groups import is_valid_group_folder
 from microclaw.core.ipc import (
+    can_claim_devices,
     can_manage_groups,
     can_manage_task,
     can_schedule_for,
@@ -47,6 +50,7 @@ from microclaw.core.ipc import (
     visible_tasks,
 )
 from microclaw.errors import PolicyDenied, UnsafePath
+from microclaw.gateway.pairing import record_claim
 from microclaw.pipeline import leases
 from microclaw.scheduler.schedule import ScheduleLimits, check_min_interval, first_run
 from microclaw.scheduler.tick import iso
@@ -403,6 +407,41 @@ class RefreshGroupsTool(_HostTool):
         return "\n".join(lines) if lines else "No group chats known yet."
 
 
+class ClaimDeviceTool(_HostTool):
+    name: ClassVar[str] = "claim_device"
+    description: ClassVar[str] = (
+        "Main group only: pair the device (an ESP32-S3 terminal) that shows this pairing code, "
+        "giving it a name; the device then fetches its certificate and its chat dev:<id> becomes a "
+        "group. Only claim a code the user read off their own device."
+    )
+    input_schema: ClassVar[dict[str, Any]] = _object(
+        {
+            "code": {"type": "string", "description": "The code on the device's screen, e.g. ABCD-EFGH."},
+            "name": {"type": "string", "description": "A name for the device (1-64 characters)."},
+        },
+        ["code", "name"],
+    )
+
+    def run(self, ctx: ToolContext, args: dict[str, Any]) -> str:
+        if not can_claim_devices(ctx.is_main):
+            raise _deny(ctx, "claim_device", "only the main group may claim devices")
+        name = args["name"].strip()
+        if not name or len(name) > 64:
+            raise ToolError("name must be 1-64 characters")
+        code = args["code"].strip()
+        if not code or len(code) > 32:
+            raise ToolError("code must be 1-32 characters (as shown on the device)")
+        with write_tx(self.env.engine) as conn:
+            self.env.fence(conn, ctx)
+            row, refusal = record_claim(
+                conn, code, name=name, now_ms=now_ms(), chat_jid=ctx.chat_jid, via="agent"
+            )
+        if refusal is not None:
+            raise ToolError(f"{refusal.detail} ({refusal.code})")
+        assert row is not None
+        return f"Claimed: device {row.device_id} will pair as {name!r} when it next asks."
+
+
 HOST_TOOLS: tuple[type[_HostTool], ...] = (
     SendMessageTool,
     ScheduleTaskTool,
@@ -413,6 +452,7 @@ HOST_TOOLS: tuple[type[_HostTool], ...] = (
     UpdateTaskTool,
     RegisterGroupTool,
     RefreshGroupsTool,
+    ClaimDeviceTool,
 )
 
 

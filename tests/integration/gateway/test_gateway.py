@@ -422,7 +422,8 @@ def test_garbage_and_binary_frames_after_auth_get_errors_and_the_session_goes_on
         return answers, big_close
 
     answers, big_close = run(scenario())
-    assert [a.get("code") for a in answers[:3]] == ["bad_json", "binary_unsupported", "bad_frame"]
+    # Binary frames in a session are audio: refused outside a listen (see test_voice.py).
+    assert [a.get("code") for a in answers[:3]] == ["bad_json", "no_listen", "bad_frame"]
     assert answers[3] == {"type": "ack", "message_id": "ok-1", "status": "stored"}
     assert big_close == 1009
     assert stored_messages(rig, "dev:kitchen-1") == [("dev:kitchen-1:ok-1", "still here")]

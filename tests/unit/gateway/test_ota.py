@@ -10,13 +10,17 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from microclaw.gateway.ota import (
+    CanaryLimits,
     Manifest,
     ManifestRejected,
     canonical,
     cohort,
+    halt_reason,
+    judge,
     offer,
     should_halt,
     sign,
+    stage_of,
     verify,
     verify_image,
 )
@@ -97,3 +101,31 @@ def test_the_automatic_halt_needs_enough_results() -> None:
 def test_malformed_manifests_are_refused(bad: dict[str, object]) -> None:
     with pytest.raises(ManifestRejected):
         manifest(**bad)
+
+
+def test_a_device_belongs_to_the_first_stage_that_included_it() -> None:
+    ids = [f"dev-{i}" for i in range(500)]
+    for device_id in ids:
+        stage = stage_of(device_id, (10.0, 50.0))
+        assert stage == (10.0 if cohort(device_id) < 10 else 50.0 if cohort(device_id) < 50 else None)
+    assert stage_of(ids[0], ()) is None
+
+
+def test_metrics_past_the_canary_limits_turn_a_success_into_a_failure() -> None:
+    limits = CanaryLimits(max_boot_failures=0, max_confirm_miss_rate=0.2, max_latency_ms=500)
+    assert judge(True, "", {}, limits) == (True, "ok")
+    assert judge(True, "", {"confirm_miss_rate": 0.2, "latency_ms": 500, "boot_failures": 0}, limits)[0]
+    assert judge(True, "", {"confirm_miss_rate": 0.3}, limits) == (False, "confirm_miss_rate 0.3 > 0.2")
+    assert judge(True, "", {"latency_ms": 900}, limits) == (False, "latency_ms 900 > 500")
+    assert judge(True, "", {"boot_failures": 1}, limits) == (False, "boot_failures 1 > 0")
+    assert judge(False, "flash write failed", {}, limits) == (False, "flash write failed")
+    assert judge(True, "", {"confirm_miss_rate": 0.9}, CanaryLimits(max_confirm_miss_rate=None))[0]
+
+
+def test_a_failing_cohort_halts_even_when_the_release_as_a_whole_would_not() -> None:
+    assert halt_reason({10.0: (4, 0), 50.0: (20, 1)}, threshold=0.2, minimum=5) is None
+    why = halt_reason({10.0: (20, 0), 50.0: (3, 3)}, threshold=0.2, minimum=5)
+    assert why is not None and why.startswith("the 50 % cohort: 3 of 6 failed")
+    # Too few per cohort, enough in total.
+    total = halt_reason({10.0: (1, 2), 50.0: (1, 2)}, threshold=0.2, minimum=5)
+    assert total is not None and total.startswith("the release: 4 of 6")

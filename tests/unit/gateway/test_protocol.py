@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from microclaw.gateway.protocol import DeviceMessage, Hello, PairBegin, ProtocolError, parse_frame
+from microclaw.gateway.protocol import DeviceMessage, Hello, OtaResult, PairBegin, ProtocolError, parse_frame
 
 
 def test_each_phase_accepts_only_its_frames() -> None:
@@ -52,3 +52,28 @@ def test_hello_rejects_a_bad_device_id_and_negative_seq() -> None:
     for hello in ({"device_id": "A B", "last_seen_seq": 0}, {"device_id": "desk-1", "last_seen_seq": -1}):
         with pytest.raises(ProtocolError):
             parse_frame(json.dumps({"type": "device.hello", **hello}), "hello")
+
+
+def test_ota_results_are_validated_like_every_session_frame() -> None:
+    good = {"type": "ota.result", "kind": "model", "version": "1.0.0", "ok": True}
+    parsed = parse_frame(
+        json.dumps({**good, "metrics": {"confirm_miss_rate": 0.1, "latency_ms": 40}}), "session"
+    )
+    assert isinstance(parsed, OtaResult) and parsed.metrics is not None
+    assert parsed.metrics.model_dump(exclude_none=True) == {"confirm_miss_rate": 0.1, "latency_ms": 40}
+    for bad in [
+        {**good, "ok": "yes"},
+        {**good, "kind": "bootloader"},
+        {**good, "metrics": {"confirm_miss_rate": 1.5}},
+        {**good, "metrics": {"latency_ms": -1}},
+        {**good, "metrics": {"power": 3}},
+        {**good, "reason": "x" * 300},
+    ]:
+        with pytest.raises(ProtocolError) as refused:
+            parse_frame(json.dumps(bad), "session")
+        assert refused.value.code == "bad_frame"
+    with pytest.raises(ProtocolError):
+        parse_frame(
+            '{"type":"ota.result","kind":"model","version":"1.0.0","ok":true,"metrics":{"latency_ms":NaN}}',
+            "session",
+        )

@@ -217,3 +217,71 @@ def test_a_schedule_past_year_9999_is_a_clear_error(engine, tmp_path: Path, kind
     assert result.is_error and result.content.startswith("invalid schedule:"), result.content
     assert "internal error" not in result.content
     assert active_tasks(engine, "team") == 0
+
+
+# --- claim_device (MicroClaw's own; main only) -------------------------------------------------
+
+
+def _pairing(engine, code: str, device_id: str, *, expires_in_ms: int = 300_000) -> None:
+    from microclaw.store import devices
+    from microclaw.store.db import now_ms
+
+    with write_tx(engine) as conn:
+        devices.add_pairing(
+            conn,
+            code=code,
+            device_id=device_id,
+            secret_hash="0" * 64,
+            now_ms=now_ms(),
+            expires_at_ms=now_ms() + expires_in_ms,
+        )
+
+
+def _claimed(engine, code: str) -> tuple[int | None, str | None]:
+    from microclaw.store import devices
+
+    with read_tx(engine) as conn:
+        row = devices.get_pairing(conn, code)
+    assert row is not None
+    return row.claimed_at_ms, row.name
+
+
+def test_claim_device_is_main_only_and_refusals_are_audited(box: Toolbox, engine) -> None:
+    _pairing(engine, "ABCDEFGH", "kitchen-1")
+    denied = use(box, TEAM, "claim_device", code="ABCD-EFGH", name="Kitchen")
+    assert denied.is_error and denied.content.startswith("denied:")
+    assert _claimed(engine, "ABCDEFGH") == (None, None)  # nothing changed
+    with read_tx(engine) as conn:
+        rows = audit.recent(conn, kind="agent.tool_denied")
+        claims = audit.recent(conn, kind="device.claim")
+    assert [(r["detail"]["tool"], r["chat_jid"]) for r in rows] == [("claim_device", "fake:team")]
+    assert claims == []
+
+    done = use(box, MAIN, "claim_device", code="abcd-efgh", name=" Kitchen ")
+    assert not done.is_error and "kitchen-1" in done.content
+    claimed_at, name = _claimed(engine, "ABCDEFGH")
+    assert claimed_at is not None and name == "Kitchen"
+    with read_tx(engine) as conn:
+        claims = audit.recent(conn, kind="device.claim")
+    assert [(c["decision"], c["chat_jid"], c["detail"]["via"]) for c in claims] == [
+        ("allow", "fake:main", "agent")
+    ]
+
+
+def test_claim_device_refuses_unknown_expired_and_claimed_codes_like_the_cli(box: Toolbox, engine) -> None:
+    _pairing(engine, "ABCDEFGH", "kitchen-1")
+    _pairing(engine, "EXPIRED2", "porch-1", expires_in_ms=-1)
+    assert not use(box, MAIN, "claim_device", code="ABCDEFGH", name="Kitchen").is_error
+    again = use(box, MAIN, "claim_device", code="ABCDEFGH", name="Other")
+    assert again.is_error and "already_claimed" in again.content
+    assert _claimed(engine, "ABCDEFGH")[1] == "Kitchen"
+    unknown = use(box, MAIN, "claim_device", code="ZZZZZZZZ", name="X")
+    assert unknown.is_error and "unknown_code" in unknown.content
+    expired = use(box, MAIN, "claim_device", code="EXPIRED2", name="X")
+    assert expired.is_error and "code_expired" in expired.content
+    assert _claimed(engine, "EXPIRED2") == (None, None)
+    blank = use(box, MAIN, "claim_device", code="ABCDEFGH", name="  ")
+    assert blank.is_error and "name" in blank.content
+    with read_tx(engine) as conn:
+        decisions = [c["decision"] for c in audit.recent(conn, kind="device.claim")]
+    assert sorted(decisions) == ["allow", "deny", "deny", "deny"]
