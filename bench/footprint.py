@@ -191,6 +191,11 @@ def main() -> None:
         cpu = cpu_s(procs)
         print(f"procfile: {args.procfile}")
         print(f"cold start to first reply: {wall:.2f} s wall, {cpu:.2f} CPU-s ({len(procs)} processes)")
+        for p in procs:
+            spent = cpu_s([p])
+            if spent >= 0.05:
+                with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                    print(f"  {spent:5.2f} CPU-s  {p.pid} {' '.join(p.cmdline()[1:4])[:60]}")
 
         time.sleep(args.settle)
         procs = tree(top)
@@ -203,10 +208,16 @@ def main() -> None:
         for name, mb in sorted(pss.items(), key=lambda kv: -kv[1]):
             print(f"  {mb:7.1f} MB  {name}")
 
-        before = cpu_s(procs)
+        before = {p.pid: cpu_s([p]) for p in procs}
         time.sleep(args.idle_window)
-        used = cpu_s(procs) - before
+        after = {p.pid: cpu_s([p]) for p in procs}
+        used = sum(after.values()) - sum(before.values())
         print(f"idle CPU over {args.idle_window:.0f} s: {100 * used / args.idle_window:.2f} % of one core")
+        for p in procs:
+            share = 100 * (after[p.pid] - before[p.pid]) / args.idle_window
+            if share >= 0.005:
+                with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                    print(f"  {share:5.2f} %  {p.pid} {' '.join(p.cmdline()[1:4])[:60]}")
 
         if not args.no_tools and shutil.which("docker"):
             ms = tool_calls(env, args.model_latency, args.tool_rounds)

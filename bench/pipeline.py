@@ -9,9 +9,13 @@ beat, then measures:
 - end-to-end throughput: a burst of messages over many groups, timed from the first ingest to
   the last reply delivered to the local mailbox, with the scripted agent;
 - idle CPU (% of one core) and RSS per process, sampled over a quiet window, and the idle
-  CPU of each broker consumer (the Celery worker main processes).
+  CPU of each broker consumer (the Celery worker main processes, with their heartbeats, task
+  events and beat's upkeep tasks);
+- the idle CPU of a bare consumer of the SQLite broker (kombu, 4 queues, nothing published):
+  the broker's own idle cost.
 
-Workers run as the Procfile runs them (heartbeats, task events and remote control on) with the
+Workers run with the Procfile's flags (``microclaw-worker``; heartbeats, task events and remote
+control on), one process per role as in ``Procfile.scale`` so Redis runs the same layout, with the
 default backstop poll (``broker.polling_interval``): on SQLite a publish rings the consumers'
 doorbells, so the poll interval is not what sets latency.
 
@@ -23,6 +27,7 @@ Targets on a 2-core machine: SQLite p50 <= 50 ms, p99 <= 150 ms, idle CPU <= 5 %
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import subprocess
@@ -40,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from microclaw.envelope import make_envelope
 from microclaw.pipeline.inbound import ingest_and_kick
+from microclaw.runtime import heap
 from microclaw.store import groups
 from microclaw.store.db import read_tx, write_tx
 from microclaw.store.models import Message, Run
@@ -50,7 +56,7 @@ class ProcfileStack(Stack):
     """The test stack, with workers started with the Procfile's flags (no ``--without-*``)."""
 
     def worker(self, name: str, queue_names: str, concurrency: int = 2):  # type: ignore[no-untyped-def]
-        argv = [str(Path(sys.executable).parent / "celery"), "-A", "workers.app", "worker"]
+        argv = [str(Path(sys.executable).parent / "microclaw-worker")]
         argv += ["-Q", queue_names, "-n", f"{name}@%h", "-c", str(concurrency), "-l", "INFO"]
         return self._spawn(name, argv)
 
@@ -178,6 +184,57 @@ def measure_idle(stack: Stack, window_s: float) -> list[tuple[str, int, float, f
     return rows
 
 
+CONSUMER = """
+import sys, time
+from kombu import Connection, Queue
+from microclaw.broker.transport import celery_broker_options
+url, interval, window = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+opts = celery_broker_options(url, interval)
+conn = Connection(opts["broker_url"], transport=opts["broker_transport"],
+                  transport_options=opts["broker_transport_options"])
+queues = [Queue(f"idle{i}") for i in range(4)]
+with conn.Consumer(queues, callbacks=[lambda body, message: message.ack()]):
+    settle = time.monotonic() + 3
+    while time.monotonic() < settle:
+        try:
+            conn.drain_events(timeout=1)
+        except Exception:
+            pass
+    used, started = time.process_time(), time.monotonic()
+    while time.monotonic() - started < window:
+        try:
+            conn.drain_events(timeout=window)
+        except Exception:
+            pass
+    print(100 * (time.process_time() - used) / window)
+"""
+
+
+def bare_consumer_idle(polling_interval: float, window_s: float) -> float:
+    """% of a core a bare kombu consumer of 4 queues spends on the SQLite broker when nothing is
+    published: the broker's own idle cost, without Celery's timers, heartbeats and beat."""
+    root = Path(tempfile.mkdtemp(prefix="mc-bench-consumer-"))
+    try:
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                CONSUMER,
+                f"sqla+sqlite:///{root / 'broker.db'}",
+                str(polling_interval),
+                str(window_s),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=window_s + 60,
+            check=True,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        )
+        return float(out.stdout.strip().splitlines()[-1])
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def bench(broker: str, args: argparse.Namespace) -> dict[str, object]:
     root = Path(tempfile.mkdtemp(prefix=f"mc-bench-{broker}-"))
     redis_proc = None
@@ -204,6 +261,9 @@ def bench(broker: str, args: argparse.Namespace) -> dict[str, object]:
         stack.wait_workers(2)
         chats = register_groups(stack, args.groups)
         time.sleep(2)  # let pool children and beat settle
+        # This process stands in for the host (it ingests): like the host, it freezes what it
+        # built so far, or its own full collections (~100 ms here) would count as latency.
+        heap.freeze()
         print(
             f"[{broker}] latency: {args.latency_messages} messages, one every {args.gap * 1000:.0f} ms",
             flush=True,
@@ -235,9 +295,14 @@ def main() -> None:
     parser.add_argument(
         "--polling-interval", type=float, default=1.0, help="SQLite backstop poll (the setting's default)"
     )
+    parser.add_argument(
+        "--consumer-window", type=float, default=60.0, help="seconds of a bare consumer's idle CPU (0: skip)"
+    )
     args = parser.parse_args()
     print(f"machine: {psutil.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB", flush=True)
     results = {b: bench(b, args) for b in args.brokers.split(",")}
+    if args.consumer_window > 0:
+        bare = bare_consumer_idle(args.polling_interval, args.consumer_window)
     print()
     for broker, r in results.items():
         lat = r["latency"]
@@ -256,6 +321,11 @@ def main() -> None:
         consumers = [abs(cpu) for label, _pid, cpu, _rss in r["idle"] if label in ("router", "outbound")]
         print(f"idle CPU per broker consumer (worker main): {statistics.mean(consumers):.2f} % of a core")
         print()
+    if args.consumer_window > 0:
+        print(
+            f"idle CPU of a bare SQLite broker consumer (4 queues, {args.polling_interval:g} s backstop, "
+            f"{args.consumer_window:.0f} s): {bare:.3f} % of a core"
+        )
 
 
 if __name__ == "__main__":

@@ -328,6 +328,8 @@ class GatewaySettings(SettingsTable):
 
     section: ClassVar[str] = "gateway"
 
+    # Off: the Procfile's gateway line (``run --if-enabled``) idles without serving.
+    enabled: bool = False
     host: NonEmpty = "0.0.0.0"
     port: int = Field(8766, ge=0, le=65535)
     # Names and addresses devices use to reach the gateway (the server certificate's SANs).

@@ -115,9 +115,10 @@ def _isatty(stream: TextIO) -> bool:
         return False
 
 
-def process_role(argv: list[str]) -> str:
-    """The Procfile role of this Celery process: ``beat``, or the worker's ``-n`` name before
-    the ``@`` (``router`` is the Procfile's ``worker``), for `logging.levels` and log lines."""
+def process_name(argv: list[str]) -> str:
+    """The name a Celery process goes by in heartbeats and lease holders: ``beat``, or its
+    worker's ``-n`` name before the ``@`` (``worker``, ``sandbox``; ``router`` in the scale-out
+    Procfile), ``worker`` when it has none."""
     if "beat" in argv[1:]:
         return "beat"
     for i, arg in enumerate(argv):
@@ -125,6 +126,12 @@ def process_role(argv: list[str]) -> str:
         if arg.startswith("--hostname="):
             name = arg.split("=", 1)[1]
         if name:
-            prefix = name.split("@", 1)[0]
-            return "worker" if prefix == "router" else prefix
+            return name.split("@", 1)[0] or "worker"
     return "worker"
+
+
+def process_role(argv: list[str]) -> str:
+    """The Procfile role of this Celery process: ``beat``, or the worker's ``-n`` name before
+    the ``@`` (``router`` is the Procfile's ``worker``), for `logging.levels` and log lines."""
+    name = process_name(argv)
+    return "worker" if name == "router" else name

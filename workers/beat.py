@@ -17,15 +17,21 @@ time, so a clock stepped back an hour (or a stored last run from "the future" af
 would silence every entry for that hour. Before each tick any last run later than now is
 clamped to now and the heap rebuilt; a step forward makes each entry due once. Scheduled
 task slots are claimed by their ``next_run`` in the database, so no step fires a slot twice.
+
+Where it runs: `BeatThread` runs the same scheduler as a thread of the default worker
+(``celery worker --embed-beat``, see ``workers/app.py``), without Celery's ``-B``, which forks
+a process for it. The scale-out Procfile runs it as its own process (``celery beat``).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
-from celery.beat import ScheduleEntry, Scheduler
+from celery import Celery, signals
+from celery.beat import ScheduleEntry, Scheduler, Service
 
 from microclaw.config import Settings
 from microclaw.errors import TransientStoreError
@@ -145,3 +151,42 @@ class DatabaseScheduler(Scheduler):
 def _interval_s(entry: ScheduleEntry) -> float:
     run_every = getattr(entry.schedule, "run_every", None)
     return run_every.total_seconds() if run_every is not None else MAX_IDLE_S
+
+
+class BeatThread(threading.Thread):
+    """Beat inside a worker process: Celery's beat service loop, sleeping on an event so that
+    stopping is immediate (Celery's threaded variant ticks every second to notice a stop).
+
+    A failing tick (the database busy or full, the broker file being reset) is logged and
+    retried after a short pause: an exception must not end beat silently inside a live worker.
+    """
+
+    RETRY_S = 5.0
+
+    def __init__(self, app: Celery) -> None:
+        super().__init__(name="beat", daemon=True)
+        self.service = Service(app, scheduler_cls=app.conf.beat_scheduler)
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        signals.beat_init.send(sender=self.service)
+        scheduler = self.service.scheduler
+        logger.info("beat: running in this worker (%s)", type(scheduler).__name__)
+        while not self._halt.is_set():
+            try:
+                interval = scheduler.tick()
+                if scheduler.should_sync():
+                    scheduler._do_sync()
+            except Exception:
+                logger.exception("beat: tick failed; retrying in %.0f s", self.RETRY_S)
+                interval = self.RETRY_S
+            self._halt.wait(max(float(interval or 0.0), 0.01))
+        try:
+            scheduler.close()  # stores each entry's last run
+        except Exception:
+            logger.warning("beat: could not store its state at stop", exc_info=True)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._halt.set()
+        if self.is_alive():
+            self.join(timeout)

@@ -42,6 +42,7 @@ class ProcessContext:
     settings: Settings
     app: Celery
     publish: Publisher
+    process: str = "worker"  # this process's name in lease holders (``worker@host:pid#...``)
     pid: int = field(default_factory=os.getpid)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _shared: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -96,6 +97,7 @@ class ProcessContext:
             publish_deliver=self.publish.deliver,
             publish_typing=self.publish.typing,
             publish_sandbox_ensure=self.publish.sandbox_ensure,
+            process=self.process,
         )
 
     @property
@@ -120,19 +122,21 @@ class ProcessContext:
 
         return self._per_thread(
             "delivery_deps",
-            lambda: wiring.build_delivery_deps(self.settings, self.engine, self.connectors, self.runner),
+            lambda: wiring.build_delivery_deps(
+                self.settings, self.engine, self.connectors, self.runner, process=self.process
+            ),
         )
 
 
-_bound: tuple[Settings, Celery, Publisher] | None = None
+_bound: tuple[Settings, Celery, Publisher, str] | None = None
 _context: ProcessContext | None = None
 _context_lock = threading.Lock()
 
 
-def bind(settings: Settings, app: Celery, publish: Publisher) -> None:
+def bind(settings: Settings, app: Celery, publish: Publisher, *, process: str = "worker") -> None:
     """Set what every context of this process is built from (called once by `workers.app`)."""
     global _bound
-    _bound = (settings, app, publish)
+    _bound = (settings, app, publish, process)
     reset()
 
 

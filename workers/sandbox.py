@@ -97,10 +97,10 @@ def check_open_files_budget(settings: Settings) -> str | None:
 class SandboxRuntime:
     """The sandbox worker's service and its readiness, once per process."""
 
-    def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
+    def __init__(self, settings: Settings, engine: Engine | None = None, *, process: str = "sandbox") -> None:
         self.settings = settings
         self.engine = engine if engine is not None else app_engine(settings)
-        self.worker = worker_name("sandbox")
+        self.worker = worker_name(process)
         self._lock = threading.Lock()
         self._service: SandboxService | None = None
         self._cleaned = False
@@ -163,6 +163,8 @@ class SandboxRuntime:
         except Exception as exc:  # a readiness probe must never take the worker down
             logger.exception("sandbox readiness check failed")
             reason = f"readiness check failed: {type(exc).__name__}: {exc}"
+        if self._stopping.is_set():
+            return reason  # shutting down: "stopped" is the last word, not a late check
         # Logged when the condition changes, not at every periodic check (status shows it).
         previous, self._logged_reason = getattr(self, "_logged_reason", ""), reason
         if reason is None:
@@ -184,10 +186,14 @@ class SandboxRuntime:
     # -- process lifecycle ----------------------------------------------------------------
 
     def start(self) -> None:
-        """First readiness check (with orphan cleanup), then re-check periodically in a thread."""
-        self.refresh()
+        """In a thread: the first readiness check (with orphan cleanup), then one periodically.
+
+        Not before the consumer starts: in the default worker the router shares this process,
+        and the runtime's client, the orphan cleanup and the probes took seconds of its start.
+        A sandbox task that arrives first waits in `service` for the cleanup to finish."""
 
         def loop() -> None:
+            self.refresh()
             while not self._stopping.wait(self.settings.sandbox.readiness_interval_s):
                 self.refresh()
 
@@ -219,7 +225,7 @@ def runtime() -> SandboxRuntime:
     return _runtime
 
 
-def boot_worker(settings: Settings, worker: Any) -> None:
+def boot_worker(settings: Settings, worker: Any, *, process: str = "sandbox") -> None:
     """Called once in the sandbox worker before it consumes: one process, cleanup, readiness.
 
     Exits the process (SystemExit) when the pool would fork: the egress proxy and the orphan
@@ -244,7 +250,7 @@ def boot_worker(settings: Settings, worker: Any) -> None:
     if problem is not None:
         logger.warning(problem)
     global _runtime
-    _runtime = SandboxRuntime(settings)
+    _runtime = SandboxRuntime(settings, process=process)
     _runtime.start()
 
 

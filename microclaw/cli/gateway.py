@@ -3,6 +3,8 @@
 An entry point: it loads settings, sets up logging and wires the gateway's parts (CA,
 pairing, device log, the inbound path with its Celery kick, OTA serving, the voice providers
 from ``[voice]``); the work is in `microclaw.gateway`. ``run`` stops cleanly on SIGTERM/SIGINT.
+``run --if-enabled`` (the Procfile's line) serves only when ``[gateway] enabled`` is true and
+otherwise idles as a ``sleep`` process, so a stack without devices pays nothing for the gateway.
 
 Memory (bench/gateway.py; target 1,000 devices in <= 150 MB): the database migration runs in
 a child process (``migrate``), so the gateway never holds Alembic (~12 MB); asyncio's TLS read
@@ -19,10 +21,12 @@ import asyncio.sslproto
 import ctypes
 import ctypes.util
 import logging
+import os
+import shutil
 import signal
 import subprocess
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
@@ -120,11 +124,34 @@ def migrate() -> None:
         fail(f"database migration failed, not starting: {exc}")
 
 
+def _idle() -> NoReturn:
+    """Stay up without serving until stopped: a process that exits would stop the whole
+    ``honcho`` stack. Becomes ``sleep infinity`` (under 1 MB, no wake-ups) where it exists."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    sleep = shutil.which("sleep")
+    if sleep is not None:
+        os.execv(sleep, [sleep, "infinity"])
+    while True:  # pragma: no cover - every Linux and macOS has sleep(1)
+        signal.pause()
+
+
 @gateway_main.command(help="Serve devices (pairing, sessions, replay) until stopped.")
 @click.option("--port", type=int, default=None, help="Override [gateway] port.")
-def run(port: int | None) -> None:
+@click.option(
+    "--if-enabled",
+    is_flag=True,
+    help="Serve only when [gateway] enabled is true; otherwise idle until stopped (the Procfile's line).",
+)
+def run(port: int | None, if_enabled: bool) -> None:
     settings = load_settings_or_exit()
     configure_logging(settings.logging.level, settings.logging.format, role="gateway")
+    if if_enabled and not settings.gateway.enabled:
+        logger.info(
+            "device gateway off ([gateway] enabled = false): not serving; set it to true and restart"
+            " to use devices"
+        )
+        _idle()
     migration = _start_migration()  # runs while this process imports the rest
     from microclaw.gateway.devicelog import DeviceLog
     from microclaw.gateway.ota import CanaryLimits

@@ -126,6 +126,7 @@ def run(foreground: bool) -> None:
 
 
 def _serve(settings: Settings, boots: list[Any], pidfile: Path) -> None:
+    from microclaw.runtime import heap
     from microclaw.runtime.celery_app import Publisher, create_app
     from microclaw.runtime.host import Host
     from microclaw.runtime.wiring import app_engine
@@ -134,8 +135,10 @@ def _serve(settings: Settings, boots: list[Any], pidfile: Path) -> None:
     write_private(pidfile, str(os.getpid()))
     engine = app_engine(settings)
     publish = Publisher(create_app(settings))
+    host = Host(settings, engine, boots, publish.kick)
+    heap.freeze()  # start-up's objects: later full collections need not walk them
     try:
-        asyncio.run(Host(settings, engine, boots, publish.kick).run())
+        asyncio.run(host.run())
     finally:
         if _read_pid(pidfile) == os.getpid():
             pidfile.unlink(missing_ok=True)

@@ -10,8 +10,9 @@ A message run follows NanoClaw: the trigger rule is applied to the messages that
 the last look, the newest N messages since the cursor form the prompt, the cursor advances in
 the transaction that records the run (before the agent starts), and on failure rolls back only
 if nothing reached the user, with retries after 5/10/20/40/80 s and then a drop until the next
-message. Replies become outbox rows in the transaction that finishes the run, fenced by the
-lease token, so a stale holder can never add a reply. Scheduled-task runs are never retried;
+message (a run that a dead worker abandoned is retried at once the first time). Replies become
+outbox rows in the transaction that finishes the run, fenced by the lease token, so a stale
+holder can never add a reply. Scheduled-task runs are never retried;
 what a finished or interrupted one leaves on its task is `microclaw.scheduler.completion`'s.
 
 Orchestration only: the router decides and sequences; it holds no SQL. Rows are read and
@@ -467,8 +468,14 @@ def _add_reply(conn: Connection, chat_jid: str, run_id: int, text: str | None) -
     return outbox.add(conn, key=f"run:{run_id}:reply", chat_jid=chat_jid, text=cleaned, run_id=run_id)
 
 
-def _fail_message_run(conn: Connection, deps: RouterDeps, chat_jid: str, run_id: int, error: str) -> None:
-    """NanoClaw's rule: roll the cursor back only if nothing reached the user, then back off."""
+def _fail_message_run(
+    conn: Connection, deps: RouterDeps, chat_jid: str, run_id: int, error: str, *, abandoned: bool = False
+) -> None:
+    """NanoClaw's rule: roll the cursor back only if nothing reached the user, then back off.
+
+    A run ``abandoned`` by a dead worker (not a failure of the run itself) is retried at once the
+    first time, so a restarted worker answers within seconds; when it is abandoned again (a
+    message that kills its worker) the usual backoff applies, and the retries still run out."""
     run = runs.get(conn, run_id)
     assert run is not None  # started in an earlier transaction of this lease; runs are never deleted
     runs.finish(conn, run_id, "failed", error)
@@ -488,7 +495,7 @@ def _fail_message_run(conn: Connection, deps: RouterDeps, chat_jid: str, run_id:
         audit.record(conn, "router.retries_exhausted", chat_jid=chat_jid, decision="drop", error=error)
         groups.set_state(conn, chat_jid, retry_count=0, retry_at_ms=None, cursor_seq=run.prev_cursor_seq)
         return
-    delay = delays[attempt - 1]
+    delay = 0 if abandoned and attempt == 1 else delays[attempt - 1]
     logger.warning("run failed; retry %d in %.0f s", attempt, delay / 1000, extra={"chat_jid": chat_jid})
     groups.set_state(
         conn, chat_jid, retry_count=attempt, retry_at_ms=now_ms() + delay, cursor_seq=run.prev_cursor_seq
@@ -504,7 +511,7 @@ def _recover_abandoned(conn: Connection, deps: RouterDeps, chat_jid: str) -> Non
                 conn, run_id=run.id, entry_id=run.task_run_id, timezone=deps.config.timezone
             )
         else:
-            _fail_message_run(conn, deps, chat_jid, run.id, "worker stopped during the run")
+            _fail_message_run(conn, deps, chat_jid, run.id, "worker stopped during the run", abandoned=True)
             runs.finish(conn, run.id, "abandoned", "worker stopped")
 
 

@@ -12,8 +12,9 @@ kicks, deliveries, typing pulses and early sandbox starts.
 Workers run Celery's threads pool by default (``worker_pool``): the roles are I/O bound, and a
 forking pool on the SQLite broker froze when one child was SIGKILLed (all children asleep on
 billiard's shared semaphore; SQLite and SQLAlchemy state crossing fork). One worker process
-serves the router, outbound and maintenance queues with ``router.concurrency`` threads plus
-`EXTRA_THREADS` for deliveries and upkeep. Every task message carries the time it was published
+serves the router, outbound, maintenance and sandbox queues with ``router.concurrency`` threads
+plus `EXTRA_THREADS` for deliveries and upkeep and `SANDBOX_THREADS` for tool commands (set by
+``workers/app.py`` when a worker serves both). Every task message carries the time it was published
 (`microclaw.broker.store.SENT_HEADER`), so health can tell how long ready work has waited.
 
 Does not: create the process-wide app or connect Celery's signals. The worker and beat
@@ -46,6 +47,9 @@ TASK_MODULES = (
 BEAT_SCHEDULER = "workers.beat:DatabaseScheduler"
 # Threads beyond ``router.concurrency`` in a worker that also serves outbound and maintenance.
 EXTRA_THREADS = 3
+# And beyond those, in a worker that serves the sandbox queue too (the default Procfile's): a
+# tool command runs on a thread of its own while the run that asked for it waits.
+SANDBOX_THREADS = 8
 # Tasks that are safe to run twice (kick/deliver are idempotent by design, ingest by message
 # id, the maintenance tasks by construction) ack after they ran, so a crash redelivers them.
 # Sandbox tasks ack on start: re-running a tool command after a crash is not harmless.

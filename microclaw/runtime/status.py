@@ -216,8 +216,15 @@ def health_problems(status: dict[str, Any]) -> list[str]:
     problems.extend(faults)
     if faults:  # no process can write its heartbeat now: its age says nothing
         return problems
-    alive_roles = {role for w in status["workers"] if w["alive"] for role in w["role"].split(",")}
-    for role in ("microclaw.router", "microclaw.outbound", "beat"):
+    # Roles are what each process serves (``router,outbound,maintenance,beat`` for the default
+    # worker); rows from before carried queue names (``microclaw.router``).
+    alive_roles = {
+        role.removeprefix("microclaw.")
+        for w in status["workers"]
+        if w["alive"]
+        for role in w["role"].split(",")
+    }
+    for role in ("router", "outbound", "beat"):
         if role not in alive_roles:
             problems.append(f"no live {role} process")
     for queue in WATCHED_QUEUES:

@@ -83,11 +83,12 @@ def conversations_dir(settings: Settings) -> Path:
     return settings.data_dir / "conversations"
 
 
-def worker_name(role: str) -> str:
-    """This process's holder name, ``role@host:pid#incarnation`` (see `microclaw.pipeline.leases`)."""
+def worker_name(process: str) -> str:
+    """This process's holder name, ``process@host:pid#incarnation`` (see
+    `microclaw.pipeline.leases`); ``process`` is its name in heartbeats (``worker``, ``sandbox``)."""
     from microclaw.pipeline.leases import process_holder
 
-    return process_holder(role)
+    return process_holder(process)
 
 
 def router_config(settings: Settings) -> RouterConfig:
@@ -112,9 +113,11 @@ def build_router_deps(
     publish_deliver: Callable[[str], object],
     publish_typing: Callable[[str], object] | None = None,
     publish_sandbox_ensure: Callable[[str, bool], object] | None = None,
+    process: str = "router",
 ) -> RouterDeps:
-    """What `process_group` needs in a router worker. With a provider that calls tools, a run
-    starts its group's container early through ``publish_sandbox_ensure``."""
+    """What `process_group` needs in a router worker (``process``: the worker's name, which
+    its lease holder names carry). With a provider that calls tools, a run starts its group's
+    container early through ``publish_sandbox_ensure``."""
     from microclaw.pipeline.router import RouterDeps
 
     tools = settings.agent.provider not in OFFLINE_PROVIDERS
@@ -123,7 +126,7 @@ def build_router_deps(
         config=router_config(settings),
         agent=agent,
         publish_deliver=publish_deliver,
-        worker=worker_name("router"),
+        worker=worker_name(process),
         allowlist=sender_allowlist_loader(settings),
         publish_typing=publish_typing,
         prepare_sandbox=publish_sandbox_ensure if tools else None,
@@ -131,16 +134,21 @@ def build_router_deps(
 
 
 def build_delivery_deps(
-    settings: Settings, engine: Engine, connectors: list[BaseConnector], runner: asyncio.Runner
+    settings: Settings,
+    engine: Engine,
+    connectors: list[BaseConnector],
+    runner: asyncio.Runner,
+    *,
+    process: str = "outbound",
 ) -> DeliveryDeps:
-    """What `deliver_chat` needs in an outbound worker."""
+    """What `deliver_chat` needs in an outbound worker (``process`` as for the router)."""
     from microclaw.pipeline.delivery import DeliveryDeps
 
     return DeliveryDeps(
         engine=engine,
         connectors=connectors,
         settings=settings.outbound,
-        worker=worker_name("outbound"),
+        worker=worker_name(process),
         runner=runner,
         lease_ttl_ms=int(settings.router.lease_ttl_s * 1000),
     )

@@ -213,14 +213,12 @@ class Stack:
         return proc
 
     def worker(self, name: str, queue_names: str, concurrency: int = 2) -> subprocess.Popen[bytes]:
-        """A threads-pool worker consuming ``queue_names`` (comma separated)."""
+        """A threads-pool worker consuming ``queue_names`` (comma separated), started as the
+        Procfiles start theirs (``microclaw-worker``)."""
         return self._spawn(
             name,
             [
-                str(BIN / "celery"),
-                "-A",
-                "workers.app",
-                "worker",
+                str(BIN / "microclaw-worker"),
                 "-Q",
                 queue_names,
                 "-n",
@@ -243,6 +241,13 @@ class Stack:
     def combined(self, name: str = "worker", concurrency: int = 5) -> subprocess.Popen[bytes]:
         """The default stack's one worker: router, outbound and maintenance in one threads pool."""
         return self.worker(name, f"{queues.ROUTER},{queues.OUTBOUND},{queues.MAINTENANCE}", concurrency)
+
+    def default_worker(self, name: str = "worker") -> subprocess.Popen[bytes]:
+        """The default Procfile's worker line: ``microclaw-worker`` serving router, outbound and
+        maintenance with beat as a thread (``--embed-beat``); ``name`` is its ``-n`` prefix."""
+        queue_names = f"{queues.ROUTER},{queues.OUTBOUND},{queues.MAINTENANCE}"
+        argv = [str(BIN / "microclaw-worker"), "-Q", queue_names, "-n", f"{name}@%h", "-P", "threads"]
+        return self._spawn(name, [*argv, "--embed-beat"])
 
     def beat(self) -> subprocess.Popen[bytes]:
         return self._spawn(

@@ -52,14 +52,14 @@ def test_inspect_status_control_events_and_flower_on_the_default_stack(tmp_path:
     env["PATH"] = f"{BIN}:{env.get('PATH', '')}"
     url = f"sqla+sqlite:///{tmp_path / 'data' / 'broker.db'}"
     with procfile_stack(tmp_path, env):
-        roles = ("worker@", "sandbox@")  # the default stack's two worker processes
+        roles = ("worker@",)  # the default stack's one worker process
 
         def every_role_answers() -> str | None:
             ping = celery(env, tmp_path, "inspect", "ping", "--timeout", "3")
             return ping.stdout if all(f"{r}" in ping.stdout for r in roles) else None
 
         pong = wait_for(every_role_answers, 60, "every worker role to answer inspect ping", interval=1)
-        assert pong.count("pong") == 2
+        assert pong.count("pong") == 1
 
         active = celery(env, tmp_path, "inspect", "active_queues", "--timeout", "3")
         assert active.returncode == 0, active.stderr
@@ -67,10 +67,10 @@ def test_inspect_status_control_events_and_flower_on_the_default_stack(tmp_path:
             assert f"'name': '{queue}'" in active.stdout
 
         status = celery(env, tmp_path, "status", "--timeout", "3")
-        assert "2 nodes online" in status.stdout, status.stdout
+        assert "1 node online" in status.stdout, status.stdout
 
         limit = celery(env, tmp_path, "control", "rate_limit", "microclaw.ingest", "10/m", "--timeout", "3")
-        assert limit.stdout.count("new rate limit set successfully") == 2, limit.stdout
+        assert limit.stdout.count("new rate limit set successfully") == 1, limit.stdout
 
         # Events: `celery events --dump` sees the workers' heartbeats and a task's life.
         dump = _spawn(env, tmp_path, "events", [str(BIN / "celery"), "-A", "workers.app", "events", "--dump"])
@@ -112,10 +112,10 @@ def test_inspect_status_control_events_and_flower_on_the_default_stack(tmp_path:
                     r = httpx.get(f"{base}/api/workers", auth=("admin", "s3cret-for-the-test"), timeout=10)
                 except httpx.HTTPError:
                     return None
-                return r.json() if r.status_code == 200 and len(r.json()) == 2 else None
+                return r.json() if r.status_code == 200 and len(r.json()) == 1 else None
 
-            workers = wait_for(flower_workers, 60, "flower to list the two workers", interval=1)
-            assert {name.split("@")[0] for name in workers} == {"worker", "sandbox"}
+            workers = wait_for(flower_workers, 60, "flower to list the worker", interval=1)
+            assert {name.split("@")[0] for name in workers} == {"worker"}
             # flower saw the chat's tasks through events
             sent = wait_for(
                 lambda: httpx.get(

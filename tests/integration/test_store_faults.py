@@ -57,7 +57,7 @@ def start(stack: Stack) -> None:
     stack.outbound()
     stack.beat()
     stack.wait_host()
-    stack.wait_workers(2)
+    stack.wait_workers(3)  # beat too: one still migrating when the test locks the database exits
 
 
 def post(stack: Stack, text: str) -> tuple[int, dict]:

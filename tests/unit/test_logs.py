@@ -9,7 +9,7 @@ import re
 import subprocess
 import sys
 
-from microclaw.logs import process_role
+from microclaw.logs import process_name, process_role
 
 SNIPPET = """
 import logging
@@ -76,3 +76,12 @@ def test_the_procfile_roles_are_recognised() -> None:
     assert process_role([*celery, "worker", "-Q", "microclaw.router", "-n", "router@%h"]) == "worker"
     assert process_role([*celery, "worker", "-n", "sandbox@%h", "-P", "threads"]) == "sandbox"
     assert process_role([*celery, "worker", "--hostname=outbound@x"]) == "outbound"
+
+
+def test_process_names_are_the_worker_names_of_both_command_lines() -> None:
+    """Heartbeats and lease holders carry the name a process runs under (its ``-n``)."""
+    assert process_name(["microclaw-worker", "-Q", "q", "-n", "worker@%h", "--embed-beat"]) == "worker"
+    assert process_name(["microclaw-worker", "-n", "router@%h"]) == "router"
+    assert process_name(["microclaw-worker", "beat", "-S", "workers.beat:DatabaseScheduler"]) == "beat"
+    assert process_name(["celery", "-A", "workers.app", "worker", "--hostname=sandbox@x"]) == "sandbox"
+    assert process_name(["celery", "-A", "workers.app", "worker"]) == "worker"

@@ -38,8 +38,9 @@ _counter = iter(range(1_000_000))
 
 
 def procfile_argv(role: str) -> list[str]:
-    """The Procfile's command line for ``role``, with this venv's executables."""
-    for line in (ROOT / "Procfile").read_text().splitlines():
+    """The scale-out Procfile's command line for ``role``, with this venv's executables (the
+    default Procfile's one worker serves the sandbox queue among all the others)."""
+    for line in (ROOT / "Procfile.scale").read_text().splitlines():
         name, sep, command = line.partition(":")
         if sep and name.strip() == role:
             argv = shlex.split(command)
@@ -55,7 +56,7 @@ def consuming(stack: Stack, pid: int) -> bool:
 
 
 def start_sandbox_worker(stack: Stack, name: str, state: str | None) -> subprocess.Popen[bytes]:
-    """Start the sandbox worker exactly as the Procfile does; wait until it consumes and has
+    """Start the sandbox worker exactly as the scale-out Procfile does; wait until it consumes and has
     reported readiness (``state`` when given)."""
     proc = stack._spawn(name, procfile_argv("sandbox"))
 

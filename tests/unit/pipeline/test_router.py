@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from sqlalchemy import insert, select, update
 
 from microclaw.agent.loop import AgentResult
@@ -217,13 +219,47 @@ def test_run_abandoned_by_a_dead_worker_is_recovered(engine, tmp_path) -> None:
         )
         groups.get_state(conn, "fake:g")
         groups.set_state(conn, "fake:g", cursor_seq=seq, seen_seq=seq)
-    deps = router_deps(engine, tmp_path, retry_delays_ms=(60_000,))
+    deps = router_deps(engine, tmp_path, retry_delays_ms=(60_000, 60_000))
+    # The worker died, the batch did not fail: the taker re-runs it at once (a restarted worker
+    # answers within seconds), not after the first retry delay.
     process_group(deps, "fake:g")
-    assert [r.status for r in runs(engine)] == ["abandoned"]
-    assert state(engine, "fake:g").cursor_seq == 0  # rolled back: nothing had been sent
-    _make_retry_due(engine, "fake:g")
-    process_group(deps, "fake:g")
+    assert [r.status for r in runs(engine)] == ["abandoned", "done"]
     assert [r.text for r in outbox_rows(engine)] == ["echo: hi"]
+    assert state(engine, "fake:g").retry_count == 0
+
+
+def _abandon_running_run(engine, chat: str) -> None:
+    """What a worker SIGKILLed mid-run leaves: its run 'running' under a lease of a gone holder."""
+    lease = Lease.__table__
+    with write_tx(engine) as conn:  # undo the release a dying worker may still manage
+        conn.execute(
+            update(lease)
+            .where(lease.c.name == leases.group_lease(chat))
+            .values(holder="dead", expires_at_ms=0)
+        )
+
+
+def test_a_run_abandoned_twice_in_a_row_backs_off_like_a_failure(engine, tmp_path) -> None:
+    register(engine, "fake:loop", requires_trigger=False)
+    ingest(engine, envelope("fake:loop", "poison"))
+    killed: list[int] = []
+
+    def dies(request, on_step):  # the worker dies in the run: nothing after this point happens
+        killed.append(request.run_id)
+        raise KeyboardInterrupt
+
+    deps = router_deps(engine, tmp_path, agent=dies, retry_delays_ms=(60_000, 60_000))
+    for _ in range(2):
+        with contextlib.suppress(KeyboardInterrupt):
+            process_group(deps, "fake:loop")
+        _abandon_running_run(engine, "fake:loop")
+    # First abandonment: re-run at once (the second kill). Second one: the usual backoff.
+    assert len(killed) == 2
+    process_group(deps, "fake:loop")
+    assert len(killed) == 2
+    st = state(engine, "fake:loop")
+    assert st.retry_count == 2 and st.retry_at_ms is not None and st.retry_at_ms > now_ms() + 30_000
+    assert [r.status for r in runs(engine)] == ["abandoned", "abandoned"]
 
 
 def _queue_task(engine, task_id: str, folder: str, chat: str) -> None:

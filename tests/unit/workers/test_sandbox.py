@@ -8,6 +8,7 @@ import os
 import resource
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -89,7 +90,11 @@ def test_threads_pool_boots_and_shuts_down(runtime_for, monkeypatch) -> None:
     role.boot_worker(runtime.settings, SimpleNamespace(pool_cls=ThreadPool))
     try:
         assert role.runtime().settings is runtime.settings
-        assert collect_status(runtime.settings, runtime.engine)["sandbox"]["state"] == "unavailable"
+        # The first readiness check runs in the readiness thread (not before the consumer starts).
+        deadline = time.monotonic() + 30
+        while collect_status(runtime.settings, runtime.engine)["sandbox"]["state"] != "unavailable":
+            assert time.monotonic() < deadline, "the first readiness check was never recorded"
+            time.sleep(0.05)
     finally:
         role.shutdown_worker()
         role.runtime().engine.dispose()
