@@ -650,18 +650,49 @@ def _read_raw(settings_file: Path | None, env_file: Path | None) -> dict[str, An
                 f"MICROCLAW_SETTINGS_FILE: no such file: {extra}", key="MICROCLAW_SETTINGS_FILE"
             )
         files.append(str(extra))
-    dyn = Dynaconf(
-        settings_files=files,
+    # Tables merge key by key (a file or variable that sets one key keeps the others); a list or
+    # any other value replaces the one before it. Dynaconf's own merging appends lists, so
+    # MICROCLAW_ROUTER__RETRY_DELAYS_S="[1,1]" would have extended the defaults: each source is
+    # read on its own and merged here.
+    merged: dict[str, Any] = {}
+    for path in files:
+        one = Dynaconf(settings_files=[path], envvar_prefix=_NO_ENV, environments=False, load_dotenv=False)
+        _merge(merged, _lowered(one.as_dict()))
+    env = Dynaconf(
+        settings_files=[],
         envvar_prefix=ENV_PREFIX,
         environments=False,
         load_dotenv=True,
         dotenv_path=str(env_file) if env_file else ".env",
-        merge_enabled=True,
         nested_separator="__",
     )
-    raw = {str(k).lower(): v for k, v in dyn.as_dict().items() if str(k).lower() not in _LOADER_KEYS}
-    # Table keys are case-insensitive like top-level ones (env variables arrive upper-case).
-    return {k: _lower_top(v) if isinstance(v, Mapping) else v for k, v in raw.items()}
+    _merge(merged, _lowered(env.as_dict()))
+    raw = merged
+    return {k: v for k, v in raw.items() if k not in _LOADER_KEYS}
+
+
+# An environment prefix no variable has: the per-file readers must not see the environment.
+_NO_ENV = "MICROCLAW_SETTINGS_FILE_ONLY_NO_ENV"
+
+
+def _lowered(data: Mapping[Any, Any]) -> dict[str, Any]:
+    """Top-level keys and table keys lower-case (env variables arrive upper-case)."""
+    return {str(k).lower(): _lower_top(v) if isinstance(v, Mapping) else v for k, v in data.items()}
+
+
+def _merge(into: dict[str, Any], update: Mapping[str, Any]) -> None:
+    """Tables merge recursively, matching keys case-insensitively as Dynaconf does (variables
+    arrive upper-case); any other value (lists included) replaces the earlier one."""
+    existing = {str(k).lower(): k for k in into}
+    for given, value in update.items():
+        key = existing.get(str(given).lower(), given)
+        old = into.get(key)
+        if isinstance(old, dict) and isinstance(value, Mapping):
+            nested = dict(old)
+            _merge(nested, {str(k): v for k, v in value.items()})
+            into[key] = nested
+        else:
+            into[key] = dict(value) if isinstance(value, Mapping) else value
 
 
 def _lower_top(table: Mapping[Any, Any]) -> dict[str, Any]:

@@ -53,6 +53,20 @@ def test_nested_environment_overrides(isolated_env, monkeypatch: pytest.MonkeyPa
     assert s.broker.url == "redis://127.0.0.1:6390/0" and not s.broker.is_sqlite
 
 
+def test_a_list_from_a_file_or_the_environment_replaces_the_default(
+    isolated_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Dynaconf's own merging appended lists: [1, 2] became (5, 10, 20, 40, 80, 1, 2).
+    extra = tmp_path / "site.toml"
+    extra.write_text("[router]\nretry_delays_s = [3, 4]\n")
+    monkeypatch.setenv("MICROCLAW_SETTINGS_FILE", str(extra))
+    assert load_settings().router.retry_delays_s == (3, 4)
+    monkeypatch.setenv("MICROCLAW_ROUTER__RETRY_DELAYS_S", "[1, 2]")
+    s = load_settings()
+    assert s.router.retry_delays_s == (1, 2)
+    assert s.router.concurrency == 5  # the rest of the table keeps its defaults
+
+
 def test_dotenv_is_read(isolated_env, tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("MICROCLAW_ASSISTANT_NAME=Dotty\n")
     assert load_settings().assistant_name == "Dotty"
