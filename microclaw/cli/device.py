@@ -30,6 +30,14 @@ def _engine() -> Engine:
     from microclaw.runtime.wiring import app_engine, bootstrap_database
 
     settings = load_settings_or_exit()
+    if not settings.gateway.enabled:
+        # To stderr, so scripts reading the output are not affected.
+        click.echo(
+            "note: the device gateway is off ([gateway] enabled = false in settings.toml, or "
+            "MICROCLAW_GATEWAY__ENABLED): devices cannot connect or pair until it is on and the "
+            "stack restarted",
+            err=True,
+        )
     bootstrap_database(settings)
     return app_engine(settings)
 
