@@ -52,12 +52,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
-from typing import Any, ClassVar, Self
-
-from imapclient.exceptions import IMAPClientError, LoginError
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from microclaw.connectors.base import BaseConnector, ConnectorSettings, Deliver, number_option
-from microclaw.connectors.imap import FetchedMail, ImapSession
 from microclaw.connectors.mime import (
     ParsedEmail,
     build_reply,
@@ -78,6 +75,9 @@ from microclaw.errors import (
     PermanentConnectorError,
     TransientConnectorError,
 )
+
+if TYPE_CHECKING:  # IMAP's library loads only when the connector runs (not when it is skipped)
+    from microclaw.connectors.imap import FetchedMail, ImapSession
 
 logger = logging.getLogger(__name__)
 
@@ -258,6 +258,8 @@ class EmailConnector(BaseConnector):
         return None if saved is None else Cursor.from_json(saved)
 
     async def listen(self, deliver: Deliver) -> None:
+        from microclaw.connectors.imap import ImapSession
+
         session = ImapSession(self.opts)
         try:
             await asyncio.to_thread(self._open, session)
@@ -299,12 +301,16 @@ class EmailConnector(BaseConnector):
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """Run one IMAP step, turning library and socket errors into ours."""
+        from imapclient.exceptions import IMAPClientError
+
         try:
             return fn(*args, **kwargs)
         except (IMAPClientError, OSError, EOFError) as exc:
             raise TransientConnectorError(f"IMAP {self.opts.imap_host}: {type(exc).__name__}: {exc}") from exc
 
     def _open(self, session: ImapSession) -> None:
+        from imapclient.exceptions import IMAPClientError, LoginError
+
         try:
             session.open()
         except LoginError as exc:
@@ -525,6 +531,8 @@ class EmailConnector(BaseConnector):
         return f"IMAP login accepted for {o.imap_user} ({o.folder} selected); {smtp}"
 
     def _imap_check(self) -> None:
+        from microclaw.connectors.imap import ImapSession
+
         session = ImapSession(self.opts)
         try:
             self._open(session)

@@ -11,7 +11,8 @@ Pure functions over bytes and strings, used by the email connector and tested on
 - `thread_root` names the conversation a message belongs to (the first References entry).
 - `build_reply` makes the outgoing message with ``In-Reply-To``/``References`` and a ``Re:`` subject.
 
-No network, no state and no logging of message content here.
+No network, no state and no logging of message content here. The HTML and reply-parsing
+libraries load on first use, so a host whose email connector is skipped never imports them.
 """
 
 from __future__ import annotations
@@ -28,10 +29,6 @@ from email.message import EmailMessage
 from email.parser import BytesParser
 from email.utils import formataddr, formatdate, getaddresses, parseaddr, parsedate_to_datetime
 from typing import cast
-
-import html_text
-import lxml.html
-from mailparser_reply import EmailReplyParser
 
 # Languages whose reply headers ("On … wrote:", "Am … schrieb …:") are recognised.
 REPLY_LANGUAGES = ("en", "de", "fr", "es", "it", "nl", "sv", "da", "pl", "cs")
@@ -135,6 +132,9 @@ def html_to_text(html: str) -> str:
     """Readable text from an email's HTML, with the clients' quoted-history blocks removed."""
     if not html.strip():
         return ""
+    import html_text
+    import lxml.html
+
     try:
         tree = lxml.html.document_fromstring(html)
     except (ValueError, lxml.etree.ParserError):
@@ -152,6 +152,8 @@ def trim_quoted(text: str, languages: Iterable[str] = REPLY_LANGUAGES) -> str:
     text = normalize_text(text)
     if not text or len(text) > _TRIM_MAX_CHARS:
         return text
+    from mailparser_reply import EmailReplyParser
+
     latest = EmailReplyParser(languages=list(languages)).parse_reply(text=text)
     trimmed = _strip_trailing_quote(normalize_text(latest or ""))
     return trimmed or text

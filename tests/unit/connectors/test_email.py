@@ -12,7 +12,8 @@ import pytest
 
 from microclaw.config import load_settings
 from microclaw.connectors.base import ConnectorSettings, Secrets
-from microclaw.connectors.email import Cursor, EmailConnector, EmailOptions, FetchedMail
+from microclaw.connectors.email import Cursor, EmailConnector, EmailOptions
+from microclaw.connectors.imap import FetchedMail
 from microclaw.errors import ConfigError, PermanentConnectorError
 from microclaw.runtime.wiring import build_connectors
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import ClassVar, Self
 
 import pytest
@@ -148,3 +152,32 @@ def test_bootstrap_never_creates_the_local_group_folder_through_a_link(
         assert (settings.groups_dir / "other").is_dir()
     finally:
         engine.dispose()
+
+
+def test_connectors_skipped_for_want_of_credentials_load_no_platform_library(tmp_path: Path) -> None:
+    """The default settings enable email, Telegram and Discord, skipped until credentials are set:
+    a host without them must not pay for importing their libraries (IMAP, lxml, the bots' SDKs)."""
+    heavy = ("imapclient", "lxml", "html_text", "mailparser_reply", "telegram", "discord")
+    code = (
+        "import sys\n"
+        "from microclaw.config import load_settings\n"
+        "from microclaw.runtime.wiring import build_connectors\n"
+        "boots = {b.name: b.state for b in build_connectors(load_settings(), quiet=True)}\n"
+        "print(boots['email'], boots['telegram'], boots['discord'])\n"
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules))\n"
+    )
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MICROCLAW_", "EMAIL_", "TELEGRAM_", "DISCORD_"))
+    }
+    env["MICROCLAW_DATA_DIR"] = str(tmp_path / "data")
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+        cwd=Path(__file__).resolve().parents[3],
+    ).stdout.splitlines()
+    assert out == ["skipped skipped skipped", "[]"]

@@ -9,7 +9,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from microclaw.errors import PermanentStoreError
-from microclaw.store.db import create_sqlite_engine, migrate
+from microclaw.store.db import ALEMBIC_DIR, create_sqlite_engine, head_revision, migrate
 from microclaw.store.models import Base
 
 
@@ -123,6 +123,48 @@ def test_processes_migrating_a_fresh_database_at_once_all_reach_head(tmp_path: P
         proc.join(10)
     assert not any(o.startswith("failed") for o in outcomes), outcomes
     assert len(set(outcomes)) == 1
+    engine = create_sqlite_engine(db)
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+    engine.dispose()
+
+
+def test_the_head_read_from_the_scripts_is_alembics_head() -> None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(ALEMBIC_DIR))
+    assert head_revision() == ScriptDirectory.from_config(cfg).get_current_head()
+
+
+def test_a_database_at_head_boots_without_loading_alembic(tmp_path: Path) -> None:
+    """Every role migrates at start; one already at head must not pay for importing Alembic."""
+    import subprocess
+    import sys
+
+    db = tmp_path / "app.db"
+    head = migrate(db)
+    probe = (
+        "import sys; from microclaw.store.db import migrate; "
+        f"print(migrate({str(db)!r}), 'alembic' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [head, "False"]
+
+    from alembic.config import Config
+
+    from alembic import command
+
+    cfg = Config()  # one step back: Alembic runs and brings it to head again
+    cfg.set_main_option("script_location", str(ALEMBIC_DIR))
+    engine = create_sqlite_engine(db)
+    with engine.connect() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "-1")
+    engine.dispose()
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [head, "True"]
     engine = create_sqlite_engine(db)
     with engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
