@@ -318,6 +318,19 @@ def _stamped_revision(conn: Connection) -> str | None:
         return None
 
 
+@contextmanager
+def _migration_lock(path: Path) -> Iterator[None]:
+    """One migrating process per database: the roles all migrate at boot, and on a new install
+    the ones that wait here find the database at head and never load Alembic. No timeout: the
+    holder finishes or dies (the kernel drops its ``flock``)."""
+    fd = os.open(f"{path}-migratelock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def migrate(db_path: Path | str, *, busy_timeout_s: float = 30.0) -> str:
     """Bring the database at ``db_path`` to the newest schema; returns the head revision.
 
@@ -330,15 +343,19 @@ def migrate(db_path: Path | str, *, busy_timeout_s: float = 30.0) -> str:
         with engine.connect() as conn:
             if head is not None and _stamped_revision(conn) == head:
                 return head
-        from alembic.runtime.migration import MigrationContext
+        with _migration_lock(path):
+            with engine.connect() as conn:  # another process may have migrated meanwhile
+                if head is not None and _stamped_revision(conn) == head:
+                    return head
+            from alembic.runtime.migration import MigrationContext
 
-        from alembic import command
+            from alembic import command
 
-        cfg = _alembic_config(str(engine.url))
-        with engine.connect() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
-            revision = MigrationContext.configure(conn).get_current_revision()
+            cfg = _alembic_config(str(engine.url))
+            with engine.connect() as conn:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+                revision = MigrationContext.configure(conn).get_current_revision()
     except (SQLAlchemyError, OSError, Exception) as exc:  # alembic raises plain Exceptions too
         raise PermanentStoreError(f"migration of {path} failed: {exc}") from exc
     finally:
