@@ -69,7 +69,7 @@ def _when(ms: int | None) -> str:
     return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-@device.command("list", help="Paired devices: status, online, last seen, versions.")
+@device.command("list", help="Paired devices: status, online, last seen, board, versions.")
 def list_devices() -> None:
     from microclaw.store import devices
     from microclaw.store.db import read_tx
@@ -83,7 +83,7 @@ def list_devices() -> None:
     if not rows:
         console.print("no devices paired")
         return
-    table = Table("device", "name", "status", "online", "last seen", "firmware", "model")
+    table = Table("device", "name", "status", "online", "last seen", "board", "firmware", "model")
     for r in rows:
         table.add_row(
             r.device_id,
@@ -91,6 +91,7 @@ def list_devices() -> None:
             r.status,
             "yes" if r.online else "no",
             _when(r.last_seen_ms),
+            r.board or "-",
             r.fw_version or "-",
             r.model_version or "-",
         )
