@@ -2,7 +2,8 @@
 
 `run_checks()` returns one `Check` per precondition (Python, data dir, database integrity and
 schema, broker, Docker, sandbox image and a test exec, each enabled connector's credentials,
-the model provider, clock, free disk, allowlist files); ``ok`` is False for a failure, None for
+the model provider, clock, free disk, allowlist files, and with the device gateway on, its offline
+voice engines); ``ok`` is False for a failure, None for
 "not applicable / not checked". Nothing is created, migrated or fixed: the checks only read,
 and the only thing started is one throw-away container (no network) for the test exec.
 """
@@ -60,6 +61,52 @@ def run_checks(settings: Settings) -> list[Check]:
     checks += _connectors(settings)
     checks += [_provider(settings), _clock(settings), _disk(settings)]
     checks += _allowlists(settings)
+    checks += _gateway(settings)
+    return checks
+
+
+def _gateway(settings: Settings) -> list[Check]:
+    """The device gateway's switch and, when it serves, the offline voice engines it would use."""
+    g, v = settings.gateway, settings.voice
+    if not g.enabled:
+        return [
+            Check(
+                "gateway",
+                None,
+                "off ([gateway] enabled = false): devices cannot connect",
+                "set [gateway] enabled = true and restart to use ESP32-S3 terminals",
+            )
+        ]
+    checks = [Check("gateway", True, f"on: devices connect to {g.host}:{g.port}")]
+    if v.stt == "pocketsphinx":
+        import importlib.util
+
+        found = importlib.util.find_spec("pocketsphinx") is not None
+        checks.append(
+            Check(
+                "speech to text",
+                found,
+                "pocketsphinx (offline)" + ("" if found else ": not installed"),
+                ""
+                if found
+                else "`pip install pocketsphinx` (a MicroClaw dependency: reinstall with `make install`)",
+            )
+        )
+    if v.tts == "espeak":
+        from microclaw.gateway.speech.espeak import EspeakTTS
+
+        tts = EspeakTTS.from_settings(v)
+        found = tts.available
+        checks.append(
+            Check(
+                "text to speech",
+                found,
+                f"{tts.program} (offline)" + ("" if found else " is not installed"),
+                ""
+                if found
+                else "`apt-get install espeak-ng` (Debian, Ubuntu); until then device replies are text",
+            )
+        )
     return checks
 
 

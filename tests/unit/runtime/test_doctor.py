@@ -106,3 +106,17 @@ def test_invalid_allowlist_files_fail(env, tmp_path: Path) -> None:
 def test_a_clock_in_the_past_fails(env) -> None:
     got = doctor._clock(load_settings(), now=lambda: 1_000_000_000.0)
     assert got.ok is False and "NTP" in got.fix
+
+
+def test_the_gateway_is_reported_off_by_default_and_its_voice_engines_checked_when_on(
+    env, tmp_path: Path
+) -> None:
+    off = by_name()["gateway"]
+    assert off.ok is None and "enabled = true" in off.fix
+    env.setenv("MICROCLAW_GATEWAY__ENABLED", "true")
+    on = by_name()
+    assert on["gateway"].ok is True
+    assert on["speech to text"].ok is True and on["text to speech"].ok is True  # both installed here
+    env.setenv("PATH", str(tmp_path))  # no espeak-ng on this PATH
+    missing = by_name()["text to speech"]
+    assert missing.ok is False and "apt-get install espeak-ng" in missing.fix
