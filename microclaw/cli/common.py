@@ -9,6 +9,7 @@ import sys
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from rich.console import Console
+from rich.table import Table
 
 from microclaw.config import Settings, load_settings
 from microclaw.errors import ConfigError
@@ -19,6 +20,20 @@ if TYPE_CHECKING:  # imported where used: the gateway process never talks to the
 
 console = Console(stderr=False)
 err = Console(stderr=True)
+
+
+def print_table(table: Table) -> None:
+    """Print ``table`` fitted to the terminal, or, into a pipe or a file, at its full width:
+    rich would otherwise cut it to 80 columns there, and ids cut short cannot be copied."""
+    if console.is_terminal:
+        console.print(table)
+        return
+    wanted = console.measure(table, options=console.options.update_width(1000)).maximum
+    narrow, console.width = console.width, max(console.width, wanted)
+    try:
+        console.print(table)
+    finally:
+        console.width = narrow
 
 
 def load_settings_or_exit() -> Settings:

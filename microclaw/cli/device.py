@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import click
 from rich.table import Table
 
-from microclaw.cli.common import console, fail, load_settings_or_exit
+from microclaw.cli.common import console, fail, load_settings_or_exit, print_table
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -95,7 +95,7 @@ def list_devices() -> None:
             r.fw_version or "-",
             r.model_version or "-",
         )
-    console.print(table)
+    print_table(table)
 
 
 @device.command(help="Revoke a device: its live session closes, its certificate is refused.")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import click
 from rich.table import Table
 
-from microclaw.cli.common import console, fail, load_settings_or_exit
+from microclaw.cli.common import console, fail, load_settings_or_exit, print_table
 from microclaw.config import DEFAULT_SETTINGS_FILE, Settings
 
 if TYPE_CHECKING:
@@ -211,4 +211,4 @@ def status() -> None:
             state,
             _stages(item.per_stage),
         )
-    console.print(table)
+    print_table(table)
