@@ -62,7 +62,7 @@ logger = logging.getLogger(__name__)
 CLOSE_SUPERSEDED = 4409
 
 
-@dataclass
+@dataclass(slots=True)
 class Session:
     ws: ServerConnection
     device: devices.DeviceRow
