@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -64,6 +65,49 @@ def free_port() -> int:
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+class Children:
+    """Every process the bench starts, each in a process group of its own (a gateway's migration
+    child, or anything a worker starts, goes with it), all stopped however the bench ends: a
+    process left running would hold the data directory, the port, or a pipe the bench's output
+    goes to. Children read nothing (stdin is /dev/null) and write only to their logs."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, argv: list[str], *, env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(
+                argv,
+                env=env,
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+        """``sig`` to the process's group, SIGKILL if it has not exited within ``timeout``; then
+        SIGKILL to whatever of its group outlived it (the group id stays taken while any does)."""
+        self.procs.remove(proc)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    def stop_all(self) -> None:
+        for proc in reversed(list(self.procs)):
+            self.stop(proc)
 
 
 class Client:
@@ -154,12 +198,11 @@ def provision(root: Path, env: dict[str, str], count: int) -> tuple[list[DeviceS
     return sims, str(settings.data_dir)
 
 
-def start_router(root: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+def start_router(children: Children, root: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
     """One router worker as the Procfile runs it (threads pool), waiting for its heartbeat."""
-    log = open(root / "router.log", "ab")  # noqa: SIM115 - lives as long as the process
     argv = [str(BIN / "celery"), "-A", "workers.app", "worker", "-Q", queues.ROUTER, "-n", "router@%h"]
-    proc = subprocess.Popen(
-        [*argv, "-P", "threads", "-c", "4", "-l", "WARNING"], env=env, cwd=root, stdout=log, stderr=log
+    proc = children.start(
+        [*argv, "-P", "threads", "-c", "4", "-l", "WARNING"], env=env, cwd=root, log=root / "router.log"
     )
     os.environ.update(env)
     engine = app_engine(load_settings())
@@ -202,10 +245,9 @@ def agent_start_latencies(
         engine.dispose()
 
 
-def start_gateway(root: Path, env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    log = open(root / "gateway.log", "ab")  # noqa: SIM115 - lives as long as the process
-    proc = subprocess.Popen(
-        [str(BIN / "microclaw-gateway"), "run"], env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT
+def start_gateway(children: Children, root: Path, env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    proc = children.start(
+        [str(BIN / "microclaw-gateway"), "run"], env=env, cwd=root, log=root / "gateway.log"
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -218,6 +260,14 @@ def start_gateway(root: Path, env: dict[str, str], port: int) -> subprocess.Pope
 
 
 async def bench(count: int, sample: int) -> None:
+    children = Children()
+    try:
+        await run(children, count, sample)
+    finally:
+        children.stop_all()
+
+
+async def run(children: Children, count: int, sample: int) -> None:
     root = Path(tempfile.mkdtemp(prefix="mc-gw-bench-"))
     port = free_port()
     env = {
@@ -239,9 +289,9 @@ async def bench(count: int, sample: int) -> None:
     t0 = time.perf_counter()
     sims, data_dir = provision(root, env, count)
     print(f"provisioned {count} devices in {time.perf_counter() - t0:.1f} s")
-    router = start_router(root, env)
+    router = start_router(children, root, env)
     url = f"wss://127.0.0.1:{port}"
-    gateway = start_gateway(root, env, port)
+    gateway = start_gateway(children, root, env, port)
     proc = psutil.Process(gateway.pid)
     await asyncio.sleep(0.5)
     rss0 = proc.memory_info().rss
@@ -278,8 +328,7 @@ async def bench(count: int, sample: int) -> None:
         f"device -> agent start (router worker): p50 {pct(starts, 0.5):.1f} ms,"
         f" p99 {pct(starts, 0.99):.1f} ms (n={len(starts)} of {sample})"
     )
-    router.terminate()
-    router.wait()
+    children.stop(router)
 
     log = DeviceLog.in_data_dir(Path(data_dir))
     latencies = []
@@ -308,21 +357,19 @@ async def bench(count: int, sample: int) -> None:
     replay = time.perf_counter() - t0
     print(f"replay: {missed} events in {replay:.2f} s ({missed / replay:.0f} events/s)")
 
-    gateway.send_signal(signal.SIGKILL)
-    gateway.wait()
+    children.stop(gateway, signal.SIGKILL)
     for c in clients:
         if c.reader is not None:
             c.reader.cancel()
     t0 = time.perf_counter()
-    gateway = start_gateway(root, env, port)
+    gateway = start_gateway(children, root, env, port)
     await asyncio.gather(*(c.open(url) for c in clients))
     print(
         f"restart: SIGKILL -> all {count} devices reconnected and resumed"
         f" in {time.perf_counter() - t0:.2f} s (including the gateway's own start)"
     )
     await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
-    gateway.terminate()
-    gateway.wait()
+    children.stop(gateway)
 
 
 def main() -> None:

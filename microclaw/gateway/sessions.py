@@ -62,7 +62,7 @@ logger = logging.getLogger(__name__)
 CLOSE_SUPERSEDED = 4409
 
 
-@dataclass
+@dataclass(slots=True)
 class Session:
     ws: ServerConnection
     device: devices.DeviceRow
@@ -70,6 +70,13 @@ class Session:
     sent_seq: int
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     voice: VoiceSession = field(default_factory=VoiceSession)
+
+
+def _peer_of(ws: ServerConnection) -> tuple[str, str] | None:
+    """The verified client certificate's identity (`peer_identity`); a function of its own so
+    that the session's coroutine keeps no certificate bytes alive."""
+    ssl_object = ws.transport.get_extra_info("ssl_object")
+    return peer_identity(ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None)
 
 
 class Gateway:
@@ -146,9 +153,7 @@ class Gateway:
     async def handler(self, ws: ServerConnection) -> None:
         self.connections_seen += 1
         try:
-            ssl_object = ws.transport.get_extra_info("ssl_object")
-            der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-            identity = peer_identity(der)
+            identity = _peer_of(ws)
             if identity is None:
                 await self._preauth(ws)
             else:
@@ -258,6 +263,7 @@ class Gateway:
         self.sessions[device_id] = session
         await asyncio.to_thread(self._record, device_id, True, hello)
         logger.info("device %s online (fw %s)", device_id, hello.fw_version, extra={"device_id": device_id})
+        del raw, hello  # not kept for the session's lifetime (~1 KB per device)
         pump = asyncio.create_task(self._pump(session))
         try:
             await ws.send(

@@ -67,7 +67,7 @@ class VoiceLimits:
         )
 
 
-@dataclass
+@dataclass(slots=True)
 class Listen:
     listen_id: str
     sample_rate: int
@@ -76,7 +76,7 @@ class Listen:
     overflowed: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class VoiceSession:
     """One connection's voice state."""
 

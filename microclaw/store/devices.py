@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, bindparam, text
 
 ACTIVE = "active"
 REVOKED = "revoked"
@@ -55,6 +55,9 @@ _DEVICE_COLUMNS = (
     "device_id, name, chat_jid, status, cert_serial, cert_fingerprint, paired_at_ms, revoked_at_ms,"
     " online, last_seen_ms, fw_version, model_version, capabilities, board"
 )
+_FINGERPRINTS = text(
+    "SELECT device_id, cert_fingerprint FROM devices WHERE status = :active AND device_id IN :ids"
+).bindparams(bindparam("ids", expanding=True))
 _PAIRING_COLUMNS = (
     "code, device_id, secret_hash, created_at_ms, expires_at_ms, claimed_at_ms, name, token_hash,"
     " token_expires_at_ms, used_at_ms"
@@ -266,12 +269,7 @@ def fingerprints(conn: Connection, device_ids: Iterable[str]) -> dict[str, str]:
     ids = list(device_ids)
     if not ids:
         return {}
-    marks = ", ".join(f":d{i}" for i in range(len(ids)))
-    rows = conn.execute(
-        text(
-            "SELECT device_id, cert_fingerprint FROM devices"
-            f" WHERE status = :active AND device_id IN ({marks})"
-        ),
-        {"active": ACTIVE, **{f"d{i}": d for i, d in enumerate(ids)}},
-    ).all()
+    # One statement for any number of ids (an expanding parameter): a statement per list length
+    # would fill the engine's compiled cache with 1,000-parameter entries (~3 MB in the gateway).
+    rows = conn.execute(_FINGERPRINTS, {"active": ACTIVE, "ids": ids}).all()
     return {r.device_id: r.cert_fingerprint for r in rows}
