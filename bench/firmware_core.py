@@ -37,6 +37,8 @@ MODULES = [
     "mc_slots",
     "mc_ota",
     "mc_device",
+    "mc_voice",
+    "mc_model",
 ]
 MONOCYPHER = ["monocypher", "monocypher-ed25519"]
 
