@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,8 @@ from microclaw.private import read_token
 from microclaw.runtime import queues
 from microclaw.runtime.celery_app import create_app
 from microclaw.runtime.wiring import app_engine, bootstrap_database
-from microclaw.store.db import read_tx
+from microclaw.store import groups
+from microclaw.store.db import read_tx, write_tx
 from microclaw.store.models import WorkerHeartbeat
 from tests.conftest import base_env
 
@@ -196,6 +197,19 @@ class Stack:
         if self._app is None:
             self._app = create_app(self.settings)
         return self._app
+
+    def register_chats(self, jids: Iterable[str]) -> None:
+        """Register each chat as a group that answers every message (no trigger word needed)."""
+        with write_tx(self.engine) as conn:
+            for jid in jids:
+                groups.register_group(
+                    conn,
+                    jid=jid,
+                    name=jid,
+                    folder=jid.replace(":", "_"),
+                    trigger="@Andy",
+                    requires_trigger=False,
+                )
 
     def kick(self, chat_jid: str) -> None:
         self.app.send_task(queues.KICK, args=[chat_jid], queue=queues.ROUTER)

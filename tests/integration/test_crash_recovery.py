@@ -9,8 +9,7 @@ from sqlalchemy import select
 
 from microclaw.envelope import make_envelope
 from microclaw.pipeline.inbound import ingest_and_kick
-from microclaw.store import groups
-from microclaw.store.db import read_tx, write_tx
+from microclaw.store.db import read_tx
 from microclaw.store.models import OutboxEntry, Run, WorkerHeartbeat
 from tests.integration.stack import wait_for
 
@@ -23,10 +22,7 @@ def _runs(stack) -> list:
 
 
 def _register(stack, jid: str) -> None:
-    with write_tx(stack.engine) as conn:
-        groups.register_group(
-            conn, jid=jid, name=jid, folder=jid.replace(":", "_"), trigger="@Andy", requires_trigger=False
-        )
+    stack.register_chats([jid])
 
 
 def test_worker_killed_mid_run_is_recovered_and_answers_once(make_stack) -> None:

@@ -24,8 +24,6 @@ from collections import defaultdict
 import httpx
 import pytest
 
-from microclaw.store import groups
-from microclaw.store.db import write_tx
 from tests.integration.stack import wait_for
 
 pytestmark = pytest.mark.slow
@@ -51,11 +49,7 @@ def _seen(stack) -> dict[str, list[str]]:
 def test_every_role_killed_in_a_loop_and_all_at_once_loses_and_repeats_nothing(make_stack) -> None:
     stack = make_stack(MICROCLAW_ROUTER__MAX_MESSAGES_PER_PROMPT="1000")
     chats = [f"local:k{g}" for g in range(GROUPS)]
-    with write_tx(stack.engine) as conn:
-        for jid in chats:
-            groups.register_group(
-                conn, jid=jid, name=jid, folder=jid.replace(":", "_"), trigger="@Andy", requires_trigger=False
-            )
+    stack.register_chats(chats)
     stack.host()
     stack.default_worker("worker-0")
     stack.wait_host()

@@ -22,8 +22,6 @@ import pytest
 
 from microclaw.envelope import make_envelope
 from microclaw.pipeline.inbound import ingest_and_kick
-from microclaw.store import groups
-from microclaw.store.db import write_tx
 from tests.integration.stack import wait_for
 
 pytestmark = pytest.mark.slow
@@ -46,11 +44,7 @@ def _all_replies(stack) -> list:
 def test_fifty_worker_kills_under_load_freeze_nothing_and_lose_nothing(make_stack) -> None:
     stack = make_stack(MICROCLAW_ROUTER__MAX_MESSAGES_PER_PROMPT="1000")
     chats = [f"local:kill{g}" for g in range(GROUPS)]
-    with write_tx(stack.engine) as conn:
-        for jid in chats:
-            groups.register_group(
-                conn, jid=jid, name=jid, folder=jid.replace(":", "_"), trigger="@Andy", requires_trigger=False
-            )
+    stack.register_chats(chats)
     stack.combined("worker-0", 5)
     stack.beat()
     stack.wait_workers(2)
