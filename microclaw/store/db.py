@@ -340,13 +340,16 @@ def migrate(db_path: Path | str, *, busy_timeout_s: float = 30.0) -> str:
     engine = create_sqlite_engine(path, busy_timeout_s=busy_timeout_s, pooled=False)
     try:
         head = head_revision()
-        with engine.connect() as conn:
-            if head is not None and _stamped_revision(conn) == head:
-                return head
+
+        def at_head() -> bool:
+            with engine.connect() as conn:
+                return head is not None and _stamped_revision(conn) == head
+
+        if at_head():
+            return str(head)
         with _migration_lock(path):
-            with engine.connect() as conn:  # another process may have migrated meanwhile
-                if head is not None and _stamped_revision(conn) == head:
-                    return head
+            if at_head():  # another process migrated while this one waited
+                return str(head)
             from alembic.runtime.migration import MigrationContext
 
             from alembic import command
