@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from celery import Celery
 from sqlalchemy import Engine, select
 
 from microclaw.config import Settings, load_settings
-from microclaw.connectors.mailbox import Mailbox
+from microclaw.connectors.mailbox import Mailbox, MailboxItem
 from microclaw.private import read_token
 from microclaw.runtime import queues
 from microclaw.runtime.celery_app import create_app
@@ -217,6 +218,21 @@ class Stack:
     @property
     def mailbox(self) -> Mailbox:
         return Mailbox(self.settings.data_dir / "local-chat.db")
+
+    def replies(self) -> list[MailboxItem]:
+        """Every reply delivered to the local chat channel so far, oldest first."""
+        out: list[MailboxItem] = []
+        while page := self.mailbox.after(out[-1].id if out else 0, limit=1000):
+            out.extend(page)
+        return out
+
+    def seen_by_chat(self) -> dict[str, list[str]]:
+        """Per chat, the message texts the scripted agent's replies say it saw ("seen: a | b"),
+        in reply order: a lost, repeated or reordered message shows here."""
+        seen: dict[str, list[str]] = defaultdict(list)
+        for r in self.replies():
+            seen[r.chat_id].extend(r.text.removeprefix("seen: ").split(" | "))
+        return seen
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
         log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process

@@ -34,18 +34,6 @@ KILLS = 24
 FROZEN_S = 20.0
 
 
-def _seen(stack) -> dict[str, list[str]]:
-    seen: dict[str, list[str]] = defaultdict(list)
-    last = 0
-    while True:
-        page = stack.mailbox.after(last, limit=1000)
-        if not page:
-            return seen
-        for r in page:
-            seen[r.chat_id].extend(r.text.removeprefix("seen: ").split(" | "))
-        last = page[-1].id
-
-
 def test_every_role_killed_in_a_loop_and_all_at_once_loses_and_repeats_nothing(make_stack) -> None:
     stack = make_stack(MICROCLAW_ROUTER__MAX_MESSAGES_PER_PROMPT="1000")
     chats = [f"local:k{g}" for g in range(GROUPS)]
@@ -104,7 +92,7 @@ def test_every_role_killed_in_a_loop_and_all_at_once_loses_and_repeats_nothing(m
         restarted = time.monotonic()
         with lock:
             waiting = {c: len(v) for c, v in sent.items()}
-        seen = _seen(stack)
+        seen = stack.seen_by_chat()
         waiting = {c: n for c, n in waiting.items() if len(seen[c]) < n}
         for role in roles:
             incarnation[role] += 1
@@ -115,7 +103,7 @@ def test_every_role_killed_in_a_loop_and_all_at_once_loses_and_repeats_nothing(m
         if k % 3 == 0 and waiting:  # every third kill: wait for the waiting groups' answers
 
             def caught_up(waiting: dict[str, int] = waiting) -> bool:
-                now = _seen(stack)
+                now = stack.seen_by_chat()
                 return all(len(now[c]) >= n for c, n in waiting.items())
 
             wait_for(caught_up, FROZEN_S, f"the groups waiting at kill {k} ({roles}) to be answered")
@@ -134,12 +122,12 @@ def test_every_role_killed_in_a_loop_and_all_at_once_loses_and_repeats_nothing(m
             sent[chat].append(f"last-{chat}")
 
     def all_answered() -> bool:
-        now = _seen(stack)
+        now = stack.seen_by_chat()
         return all(len(now[c]) >= len(sent[c]) for c in chats)
 
     wait_for(all_answered, 90, "every message to be answered after the last restart")
     time.sleep(2)  # long enough for a duplicate to show up (sweeps every 0.5 s)
-    seen = _seen(stack)
+    seen = stack.seen_by_chat()
     for chat in chats:
         assert seen[chat] == sent[chat], f"{chat}: lost, duplicated or out of order"
     print(

@@ -31,16 +31,6 @@ GROUPS = 10
 FROZEN_S = 10.0
 
 
-def _all_replies(stack) -> list:
-    out, last = [], 0
-    while True:
-        page = stack.mailbox.after(last, limit=500)
-        if not page:
-            return out
-        out.extend(page)
-        last = page[-1].id
-
-
 def test_fifty_worker_kills_under_load_freeze_nothing_and_lose_nothing(make_stack) -> None:
     stack = make_stack(MICROCLAW_ROUTER__MAX_MESSAGES_PER_PROMPT="1000")
     chats = [f"local:kill{g}" for g in range(GROUPS)]
@@ -74,10 +64,10 @@ def test_fifty_worker_kills_under_load_freeze_nothing_and_lose_nothing(make_stac
     try:
         for k in range(KILLS):
             if k % 2 == 0:
-                before = len(_all_replies(stack))
+                before = len(stack.replies())
                 started = time.monotonic()
                 wait_for(
-                    lambda before=before: len(_all_replies(stack)) > before,
+                    lambda before=before: len(stack.replies()) > before,
                     FROZEN_S,
                     f"worker incarnation {k} to deliver a reply (frozen role)",
                     interval=0.05,
@@ -100,16 +90,12 @@ def test_fifty_worker_kills_under_load_freeze_nothing_and_lose_nothing(make_stac
     assert sum(len(v) for v in sent.values()) > 5 * KILLS  # the stream really was under way
 
     def answered() -> bool:
-        seen = defaultdict(list)
-        for r in _all_replies(stack):
-            seen[r.chat_id].extend(r.text.removeprefix("seen: ").split(" | "))
+        seen = stack.seen_by_chat()
         return all(len(seen[c]) >= len(sent[c]) for c in chats)
 
     wait_for(answered, 60, "every message to be answered after the last restart")
     time.sleep(2)  # long enough for a duplicate to show up (sweeps every 0.5 s)
-    seen: dict[str, list[str]] = defaultdict(list)
-    for r in _all_replies(stack):
-        seen[r.chat_id].extend(r.text.removeprefix("seen: ").split(" | "))
+    seen = stack.seen_by_chat()
     for chat in chats:
         assert seen[chat] == sent[chat], f"{chat}: lost, duplicated or out of order"
     print(f"{KILLS} kills; restart to reply: max {max(waits):.1f} s, mean {statistics.mean(waits):.1f} s")
